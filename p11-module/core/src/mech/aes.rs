@@ -1,0 +1,77 @@
+//! AES: key generation and the key check value.
+
+use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
+use pkcs11_sys::*;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::mech::{Mechanism, random_secret};
+
+/// CKM_AES_KEY_GEN.
+pub struct KeyGen;
+
+impl Mechanism for KeyGen {
+    fn info(&self) -> CK_MECHANISM_INFO {
+        CK_MECHANISM_INFO {
+            ulMinKeySize: 16,
+            ulMaxKeySize: 32,
+            flags: CKF_GENERATE,
+        }
+    }
+
+    fn generates(&self) -> Option<(CK_OBJECT_CLASS, CK_KEY_TYPE)> {
+        Some((CKO_SECRET_KEY, CKK_AES))
+    }
+
+    fn generate_key(&self, value_len: Option<CK_ULONG>) -> Result<Zeroizing<Vec<u8>>> {
+        // PKCS#11 3.0 §6.7.3: CKA_VALUE_LEN is required and names 16, 24 or 32 bytes.
+        let len = value_len.ok_or(Error::TemplateIncomplete(CKA_VALUE_LEN))?;
+        match len {
+            16 | 24 | 32 => random_secret(len as usize),
+            _ => Err(Error::AttributeValueInvalid(CKA_VALUE_LEN)),
+        }
+    }
+}
+
+/// The first three bytes of the key's encryption of a zero block.
+pub fn check_value(key: &[u8]) -> Result<Vec<u8>> {
+    let mut block = Array::from([0u8; 16]);
+    match key.len() {
+        16 => aes::Aes128::new_from_slice(key).map(|c| c.encrypt_block(&mut block)),
+        24 => aes::Aes192::new_from_slice(key).map(|c| c.encrypt_block(&mut block)),
+        32 => aes::Aes256::new_from_slice(key).map(|c| c.encrypt_block(&mut block)),
+        _ => return Err(Error::AttributeValueInvalid(CKA_VALUE)),
+    }
+    .map_err(|_| Error::AttributeValueInvalid(CKA_VALUE))?;
+    Ok(block[..3].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_value_matches_fips_197_vector() {
+        // FIPS-197 C.1: key 000102…0f encrypts 00112233…ff to 69c4e0d8…; we encrypt the
+        // zero block, so check against an independent known answer instead: AES-256 of
+        // the zero key over the zero block starts dc 95 c0.
+        assert_eq!(check_value(&[0u8; 32]).ok(), Some(vec![0xdc, 0x95, 0xc0]));
+        assert_eq!(check_value(&[0u8; 16]).ok(), Some(vec![0x66, 0xe9, 0x4b]));
+    }
+
+    #[test]
+    fn generation_refuses_odd_lengths() {
+        assert!(matches!(
+            KeyGen.generate_key(Some(20)),
+            Err(Error::AttributeValueInvalid(_))
+        ));
+        assert!(matches!(
+            KeyGen.generate_key(None),
+            Err(Error::TemplateIncomplete(_))
+        ));
+        assert_eq!(
+            KeyGen.generate_key(Some(24)).map(|key| key.len()).ok(),
+            Some(24)
+        );
+    }
+}

@@ -1,0 +1,475 @@
+//! The SQLite store: one file per token, WAL, a busy timeout for other processes, a
+//! schema version, and indexes so finding one object among 100 000 stays cheap.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::store::{
+    KdfParams, ObjectId, PinRecord, Query, Role, Storage, StorageError, StoredObject, TokenRecord,
+};
+
+/// The schema this build writes; `PRAGMA user_version` of every token file.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a writer waits for another process's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SCHEMA: &str = "
+CREATE TABLE token (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    label TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    slot_id INTEGER NOT NULL,
+    master_key_check BLOB NOT NULL,
+    so_salt BLOB NOT NULL,
+    so_kdf TEXT NOT NULL,
+    so_wrapped BLOB NOT NULL,
+    user_salt BLOB,
+    user_kdf TEXT,
+    user_wrapped BLOB,
+    so_failures INTEGER NOT NULL DEFAULT 0,
+    user_failures INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE objects (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    unique_id TEXT NOT NULL UNIQUE,
+    class INTEGER NOT NULL,
+    label BLOB NOT NULL,
+    ckid BLOB NOT NULL,
+    private INTEGER NOT NULL,
+    attrs BLOB NOT NULL,
+    sealed BLOB
+);
+CREATE INDEX objects_class_label ON objects (class, label);
+CREATE INDEX objects_class_ckid ON objects (class, ckid);
+CREATE INDEX objects_label ON objects (label);
+";
+
+/// A token file.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Create a new token file (mode 0600) holding `record`; fails if it exists.
+    pub fn create(path: &Path, record: &TokenRecord) -> Result<Self, StorageError> {
+        let io = |source| StorageError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        let mut store = Self::connect(path)?;
+        let tx = store.conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.execute(
+            "INSERT INTO token (id, label, serial, slot_id, master_key_check, so_salt, so_kdf,
+             so_wrapped) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                record.label,
+                record.serial,
+                record.slot_id as i64,
+                record.master_key_check,
+                record.so.salt,
+                record.so.kdf.to_string(),
+                record.so.wrapped_master_key,
+            ],
+        )?;
+        tx.commit()?;
+        store.put_token(record)?;
+        Ok(store)
+    }
+
+    /// Open an existing token file, checking its schema version.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        if !path.is_file() {
+            return Err(StorageError::Corrupt {
+                path: path.display().to_string(),
+                reason: "no such file".into(),
+            });
+        }
+        let store = Self::connect(path)?;
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))?;
+        match version {
+            SCHEMA_VERSION => {}
+            found if found > SCHEMA_VERSION => {
+                return Err(StorageError::SchemaVersion {
+                    path: path.display().to_string(),
+                    found,
+                    known: SCHEMA_VERSION,
+                });
+            }
+            found => return Err(store.corrupt(format!("unknown schema version {found}"))),
+        }
+        store.token()?;
+        Ok(store)
+    }
+
+    fn connect(path: &Path) -> Result<Self, StorageError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // A file that is not SQLite fails here, on the first read of its header.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(|err| StorageError::Corrupt {
+                path: path.display().to_string(),
+                reason: err.to_string(),
+            })?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode, "WAL unavailable; using the rollback journal");
+        }
+        // FULL: a call that returned CKR_OK survives power loss, not only a killed process.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn corrupt(&self, reason: String) -> StorageError {
+        StorageError::Corrupt {
+            path: self.path.display().to_string(),
+            reason,
+        }
+    }
+
+    /// The file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn pin(
+        &self,
+        salt: Option<Vec<u8>>,
+        kdf: Option<String>,
+        wrapped: Option<Vec<u8>>,
+    ) -> Result<Option<PinRecord>, StorageError> {
+        match (salt, kdf, wrapped) {
+            (Some(salt), Some(kdf), Some(wrapped_master_key)) => {
+                let kdf = KdfParams::parse(&kdf)
+                    .ok_or_else(|| self.corrupt(format!("bad KDF parameters {kdf:?}")))?;
+                Ok(Some(PinRecord {
+                    salt,
+                    kdf,
+                    wrapped_master_key,
+                }))
+            }
+            (None, None, None) => Ok(None),
+            _ => Err(self.corrupt("half a PIN record".into())),
+        }
+    }
+}
+
+fn failures_column(role: Role) -> &'static str {
+    match role {
+        Role::So => "so_failures",
+        Role::User => "user_failures",
+    }
+}
+
+fn write_token(conn: &Connection, record: &TokenRecord) -> Result<(), StorageError> {
+    let user = record.user.as_ref();
+    conn.execute(
+        "UPDATE token SET label = ?1, serial = ?2, slot_id = ?3, master_key_check = ?4,
+         so_salt = ?5, so_kdf = ?6, so_wrapped = ?7, user_salt = ?8, user_kdf = ?9,
+         user_wrapped = ?10, so_failures = ?11, user_failures = ?12 WHERE id = 1",
+        params![
+            record.label,
+            record.serial,
+            record.slot_id as i64,
+            record.master_key_check,
+            record.so.salt,
+            record.so.kdf.to_string(),
+            record.so.wrapped_master_key,
+            user.map(|pin| &pin.salt),
+            user.map(|pin| pin.kdf.to_string()),
+            user.map(|pin| &pin.wrapped_master_key),
+            record.so_failures,
+            record.user_failures,
+        ],
+    )?;
+    Ok(())
+}
+
+impl Storage for SqliteStore {
+    fn token(&self) -> Result<TokenRecord, StorageError> {
+        type Row = (String, String, i64, Vec<u8>, Vec<u8>, String, Vec<u8>);
+        type UserRow = (Option<Vec<u8>>, Option<String>, Option<Vec<u8>>, u32, u32);
+        let row: Option<(Row, UserRow)> = self
+            .conn
+            .query_row(
+                "SELECT label, serial, slot_id, master_key_check, so_salt, so_kdf, so_wrapped,
+                 user_salt, user_kdf, user_wrapped, so_failures, user_failures
+                 FROM token WHERE id = 1",
+                [],
+                |row| {
+                    Ok((
+                        (
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                            row.get(5)?,
+                            row.get(6)?,
+                        ),
+                        (
+                            row.get(7)?,
+                            row.get(8)?,
+                            row.get(9)?,
+                            row.get(10)?,
+                            row.get(11)?,
+                        ),
+                    ))
+                },
+            )
+            .optional()?;
+        let ((label, serial, slot_id, master_key_check, so_salt, so_kdf, so_wrapped), user) =
+            row.ok_or_else(|| self.corrupt("no token record".into()))?;
+        let so = self
+            .pin(Some(so_salt), Some(so_kdf), Some(so_wrapped))?
+            .ok_or_else(|| self.corrupt("no SO PIN".into()))?;
+        let (user_salt, user_kdf, user_wrapped, so_failures, user_failures) = user;
+        Ok(TokenRecord {
+            label,
+            serial,
+            slot_id: u64::try_from(slot_id).map_err(|_| self.corrupt("negative slot".into()))?,
+            master_key_check,
+            so,
+            user: self.pin(user_salt, user_kdf, user_wrapped)?,
+            so_failures,
+            user_failures,
+        })
+    }
+
+    fn put_token(&mut self, record: &TokenRecord) -> Result<(), StorageError> {
+        write_token(&self.conn, record)
+    }
+
+    fn reinitialize(&mut self, record: &TokenRecord) -> Result<(), StorageError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM objects", [])?;
+        write_token(&tx, record)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn count_failure(&mut self, role: Role) -> Result<u32, StorageError> {
+        let column = failures_column(role);
+        let count = self.conn.query_row(
+            &format!("UPDATE token SET {column} = {column} + 1 WHERE id = 1 RETURNING {column}"),
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(count)
+    }
+
+    fn reset_failures(&mut self, role: Role) -> Result<(), StorageError> {
+        let column = failures_column(role);
+        self.conn.execute(
+            &format!("UPDATE token SET {column} = 0 WHERE id = 1 AND {column} != 0"),
+            [],
+        )?;
+        Ok(())
+    }
+
+    fn find(&self, query: &Query) -> Result<Vec<ObjectId>, StorageError> {
+        let mut sql = String::from("SELECT id FROM objects WHERE 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(class) = query.class {
+            args.push((class as i64).into());
+            sql.push_str(&format!(" AND class = ?{}", args.len()));
+        }
+        if let Some(label) = &query.label {
+            args.push(label.clone().into());
+            sql.push_str(&format!(" AND label = ?{}", args.len()));
+        }
+        if let Some(ckid) = &query.ckid {
+            args.push(ckid.clone().into());
+            sql.push_str(&format!(" AND ckid = ?{}", args.len()));
+        }
+        if let Some(unique_id) = &query.unique_id {
+            args.push(unique_id.clone().into());
+            sql.push_str(&format!(" AND unique_id = ?{}", args.len()));
+        }
+        if !query.include_private {
+            sql.push_str(" AND private = 0");
+        }
+        sql.push_str(" ORDER BY id");
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let ids = statement
+            .query_map(rusqlite::params_from_iter(args), |row| row.get(0))?
+            .collect::<Result<Vec<ObjectId>, _>>()?;
+        Ok(ids)
+    }
+
+    fn get(&self, id: ObjectId) -> Result<Option<StoredObject>, StorageError> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT unique_id, class, label, ckid, private, attrs, sealed FROM objects WHERE id = ?1",
+        )?;
+        let object = statement
+            .query_row([id], |row| {
+                Ok(StoredObject {
+                    unique_id: row.get(0)?,
+                    class: row.get::<_, i64>(1)? as u64,
+                    label: row.get(2)?,
+                    ckid: row.get(3)?,
+                    private: row.get(4)?,
+                    attrs: row.get(5)?,
+                    sealed: row.get(6)?,
+                })
+            })
+            .optional()?;
+        Ok(object)
+    }
+
+    fn insert(&mut self, object: &StoredObject) -> Result<ObjectId, StorageError> {
+        let mut statement = self.conn.prepare_cached(
+            "INSERT INTO objects (unique_id, class, label, ckid, private, attrs, sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        statement.execute(params![
+            object.unique_id,
+            object.class as i64,
+            object.label,
+            object.ckid,
+            object.private,
+            object.attrs,
+            object.sealed,
+        ])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn update(&mut self, id: ObjectId, object: &StoredObject) -> Result<bool, StorageError> {
+        let changed = self.conn.execute(
+            "UPDATE objects SET unique_id = ?2, class = ?3, label = ?4, ckid = ?5, private = ?6,
+             attrs = ?7, sealed = ?8 WHERE id = ?1",
+            params![
+                id,
+                object.unique_id,
+                object.class as i64,
+                object.label,
+                object.ckid,
+                object.private,
+                object.attrs,
+                object.sealed,
+            ],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn delete(&mut self, id: ObjectId) -> Result<bool, StorageError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM objects WHERE id = ?1", [id])?
+            == 1)
+    }
+
+    fn generation(&self) -> Result<u64, StorageError> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "data_version", |row| row.get(0))?;
+        Ok(version as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> TokenRecord {
+        TokenRecord {
+            label: "t".into(),
+            serial: "0011223344556677".into(),
+            slot_id: 3,
+            master_key_check: vec![1, 2, 3],
+            so: PinRecord {
+                salt: vec![9; 16],
+                kdf: KdfParams::DEFAULT,
+                wrapped_master_key: vec![7; 60],
+            },
+            user: None,
+            so_failures: 0,
+            user_failures: 0,
+        }
+    }
+
+    fn object(label: &str) -> StoredObject {
+        StoredObject {
+            unique_id: format!("uid-{label}"),
+            class: 4,
+            label: label.as_bytes().to_vec(),
+            ckid: vec![],
+            private: true,
+            attrs: vec![],
+            sealed: Some(vec![1]),
+        }
+    }
+
+    #[test]
+    fn token_file_is_private_and_round_trips() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.kftoken");
+        let mut store = SqliteStore::create(&path, &record()).expect("created");
+        assert_eq!(
+            std::fs::metadata(&path)
+                .expect("exists")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        assert_eq!(store.count_failure(Role::User).expect("counted"), 1);
+        assert_eq!(store.count_failure(Role::User).expect("counted"), 2);
+        let id = store.insert(&object("a")).expect("inserted");
+        drop(store);
+        let store = SqliteStore::open(&path).expect("reopened");
+        assert_eq!(store.token().expect("record").user_failures, 2);
+        let query = Query {
+            label: Some(b"a".to_vec()),
+            include_private: true,
+            ..Query::default()
+        };
+        assert_eq!(store.find(&query).expect("found"), vec![id]);
+        let public_only = Query {
+            label: Some(b"a".to_vec()),
+            ..Query::default()
+        };
+        assert!(store.find(&public_only).expect("searched").is_empty());
+    }
+
+    #[test]
+    fn garbage_and_future_files_are_refused_clearly() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let garbage = dir.path().join("garbage.kftoken");
+        std::fs::write(&garbage, vec![0x5a; 4096]).expect("written");
+        assert!(matches!(
+            SqliteStore::open(&garbage),
+            Err(StorageError::Corrupt { .. })
+        ));
+        let future = dir.path().join("future.kftoken");
+        drop(SqliteStore::create(&future, &record()).expect("created"));
+        let conn = Connection::open(&future).expect("opened");
+        conn.pragma_update(None, "user_version", 99)
+            .expect("bumped");
+        drop(conn);
+        assert!(matches!(
+            SqliteStore::open(&future),
+            Err(StorageError::SchemaVersion { found: 99, .. })
+        ));
+    }
+}

@@ -1,0 +1,830 @@
+//! The module's state: slots and their tokens, sessions, login, objects.
+
+pub mod attr;
+pub mod object;
+pub mod rules;
+pub mod session;
+pub mod slot;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+
+use pkcs11_sys::*;
+
+use crate::config::{Config, MAX_PIN_LEN};
+use crate::error::{Error, Result};
+use crate::mech;
+use crate::store::keys::Key256;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Role, TokenRecord};
+use attr::{Attribute, Value};
+use object::{Object, Origin};
+use session::{Find, Session};
+use slot::{Login, Token, TokenState};
+
+/// File name suffix of token files in the token directory.
+pub const TOKEN_SUFFIX: &str = "kftoken";
+const MANUFACTURER: &str = "keyferry";
+const MODEL: &str = "keyferry token";
+
+/// The library's version as a CK_VERSION.
+pub fn library_version() -> CK_VERSION {
+    let number = |text: &str| text.parse::<u8>().unwrap_or(0);
+    CK_VERSION {
+        major: number(env!("CARGO_PKG_VERSION_MAJOR")),
+        minor: number(env!("CARGO_PKG_VERSION_MINOR")),
+    }
+}
+
+/// Blank-padded fixed-width field, as PKCS#11 info structures want.
+pub fn padded<const N: usize>(text: &str) -> [u8; N] {
+    let mut field = [b' '; N];
+    let mut end = text.len().min(N);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    field[..end].copy_from_slice(&text.as_bytes()[..end]);
+    field
+}
+
+/// Everything `C_Initialize` sets up and `C_Finalize` tears down.
+pub struct Module {
+    /// The settings in force.
+    pub config: Config,
+    tokens: RwLock<Vec<Arc<Token>>>,
+    sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Session>>>,
+    next_handle: AtomicU64,
+    finalized: (Mutex<bool>, Condvar),
+}
+
+impl Module {
+    /// Load every token file in the configured directory. A file that cannot be opened
+    /// is logged and left out; the other tokens work.
+    pub fn new(config: Config) -> Result<Self> {
+        let mut tokens: Vec<Arc<Token>> = Vec::new();
+        for path in token_files(&config.token_dir)? {
+            match Token::open(path.clone()) {
+                Ok(token) => tokens.push(Arc::new(token)),
+                Err(err) => tracing::error!(path = %path.display(), "token left out: {err}"),
+            }
+        }
+        tokens.sort_by_key(|token| token.slot_id);
+        tokens.dedup_by(|later, first| {
+            let duplicate = later.slot_id == first.slot_id;
+            if duplicate {
+                tracing::error!(path = %later.path.display(), slot = later.slot_id,
+                    "token left out: another token file claims the same slot");
+            }
+            duplicate
+        });
+        Ok(Self {
+            config,
+            tokens: RwLock::new(tokens),
+            sessions: RwLock::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            finalized: (Mutex::new(false), Condvar::new()),
+        })
+    }
+
+    fn next_handle(&self) -> CK_ULONG {
+        self.next_handle.fetch_add(1, Ordering::Relaxed) as CK_ULONG
+    }
+
+    fn tokens(&self) -> Result<Vec<Arc<Token>>> {
+        Ok(self.tokens.read().map_err(|_| poisoned())?.clone())
+    }
+
+    /// The uninitialised slot `C_InitToken` turns into a new token.
+    fn spare_slot(tokens: &[Arc<Token>]) -> CK_SLOT_ID {
+        tokens
+            .iter()
+            .map(|token| token.slot_id + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The token in a slot; `Ok(None)` for the spare slot.
+    fn token(&self, slot: CK_SLOT_ID) -> Result<Option<Arc<Token>>> {
+        let tokens = self.tokens()?;
+        if let Some(token) = tokens.iter().find(|token| token.slot_id == slot) {
+            return Ok(Some(token.clone()));
+        }
+        if slot == Self::spare_slot(&tokens) {
+            Ok(None)
+        } else {
+            Err(Error::SlotIdInvalid(slot))
+        }
+    }
+
+    fn session(&self, handle: CK_SESSION_HANDLE) -> Result<Arc<Session>> {
+        self.sessions
+            .read()
+            .map_err(|_| poisoned())?
+            .get(&handle)
+            .cloned()
+            .ok_or(Error::SessionHandleInvalid)
+    }
+
+    /// `C_GetInfo`.
+    pub fn info(&self) -> CK_INFO {
+        CK_INFO {
+            cryptokiVersion: CK_VERSION { major: 3, minor: 0 },
+            manufacturerID: padded(MANUFACTURER),
+            flags: 0,
+            libraryDescription: padded("keyferry PKCS#11 software token"),
+            libraryVersion: library_version(),
+        }
+    }
+
+    /// `C_GetSlotList`: every token's slot, then the spare. Every slot holds a token
+    /// (the spare's is uninitialised), so `tokenPresent` changes nothing.
+    pub fn slot_list(&self) -> Result<Vec<CK_SLOT_ID>> {
+        let tokens = self.tokens()?;
+        let mut slots: Vec<_> = tokens.iter().map(|token| token.slot_id).collect();
+        slots.push(Self::spare_slot(&tokens));
+        Ok(slots)
+    }
+
+    /// `C_GetSlotInfo`.
+    pub fn slot_info(&self, slot: CK_SLOT_ID) -> Result<CK_SLOT_INFO> {
+        self.token(slot)?;
+        Ok(CK_SLOT_INFO {
+            slotDescription: padded(&format!("keyferry slot {slot}")),
+            manufacturerID: padded(MANUFACTURER),
+            flags: CKF_TOKEN_PRESENT,
+            hardwareVersion: CK_VERSION { major: 0, minor: 0 },
+            firmwareVersion: library_version(),
+        })
+    }
+
+    /// `C_GetTokenInfo`, with flags that tell the truth about PINs.
+    pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<CK_TOKEN_INFO> {
+        let mut info = CK_TOKEN_INFO {
+            label: [b' '; 32],
+            manufacturerID: padded(MANUFACTURER),
+            model: padded(MODEL),
+            serialNumber: [b' '; 16],
+            flags: CKF_RNG | CKF_LOGIN_REQUIRED,
+            ulMaxSessionCount: CK_EFFECTIVELY_INFINITE,
+            ulSessionCount: 0,
+            ulMaxRwSessionCount: CK_EFFECTIVELY_INFINITE,
+            ulRwSessionCount: 0,
+            ulMaxPinLen: MAX_PIN_LEN as CK_ULONG,
+            ulMinPinLen: self.config.min_pin_len as CK_ULONG,
+            ulTotalPublicMemory: CK_UNAVAILABLE_INFORMATION,
+            ulFreePublicMemory: CK_UNAVAILABLE_INFORMATION,
+            ulTotalPrivateMemory: CK_UNAVAILABLE_INFORMATION,
+            ulFreePrivateMemory: CK_UNAVAILABLE_INFORMATION,
+            hardwareVersion: CK_VERSION { major: 0, minor: 0 },
+            firmwareVersion: library_version(),
+            utcTime: [b' '; 16],
+        };
+        let Some(token) = self.token(slot)? else {
+            return Ok(info);
+        };
+        let mut state = token.lock()?;
+        state.refresh()?;
+        let record = &state.record;
+        info.label = padded(&record.label);
+        info.serialNumber = padded(&record.serial);
+        info.flags |= CKF_TOKEN_INITIALIZED;
+        if record.user.is_some() {
+            info.flags |= CKF_USER_PIN_INITIALIZED;
+        }
+        let max = self.config.max_pin_attempts;
+        info.flags |= pin_flags(
+            record.user_failures,
+            max,
+            [
+                CKF_USER_PIN_COUNT_LOW,
+                CKF_USER_PIN_FINAL_TRY,
+                CKF_USER_PIN_LOCKED,
+            ],
+        );
+        info.flags |= pin_flags(
+            record.so_failures,
+            max,
+            [
+                CKF_SO_PIN_COUNT_LOW,
+                CKF_SO_PIN_FINAL_TRY,
+                CKF_SO_PIN_LOCKED,
+            ],
+        );
+        info.ulSessionCount = state.sessions as CK_ULONG;
+        info.ulRwSessionCount = state.rw_sessions as CK_ULONG;
+        Ok(info)
+    }
+
+    /// `C_GetMechanismList`.
+    pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
+        self.token(slot)?;
+        Ok(mech::list().collect())
+    }
+
+    /// `C_GetMechanismInfo`.
+    pub fn mechanism_info(
+        &self,
+        slot: CK_SLOT_ID,
+        kind: CK_MECHANISM_TYPE,
+    ) -> Result<CK_MECHANISM_INFO> {
+        self.token(slot)?;
+        Ok(mech::lookup(kind)?.info())
+    }
+
+    /// `C_InitToken`: on the spare slot, create a token; on a token, check the SO PIN
+    /// and start it afresh, every object destroyed.
+    pub fn init_token(&self, slot: CK_SLOT_ID, so_pin: &[u8], label: &[u8; 32]) -> Result<()> {
+        let label =
+            std::str::from_utf8(label).map_err(|_| Error::ArgumentsBad("label is not UTF-8"))?;
+        let label = label.trim_end_matches(' ');
+        let Some(token) = self.token(slot)? else {
+            return self.create_token(slot, so_pin, label);
+        };
+        if token.lock()?.sessions > 0 {
+            return Err(Error::SessionExists);
+        }
+        check_pin(&token, Role::So, so_pin, self.config.max_pin_attempts)?;
+        let mut state = token.lock()?;
+        if state.sessions > 0 {
+            return Err(Error::SessionExists);
+        }
+        let record = self.new_record(label, &state.record.serial.clone(), slot, so_pin)?;
+        state.reinitialize(record)
+    }
+
+    fn new_record(
+        &self,
+        label: &str,
+        serial: &str,
+        slot: CK_SLOT_ID,
+        so_pin: &[u8],
+    ) -> Result<TokenRecord> {
+        self.new_record_with_master_key(label, serial, slot, so_pin, &Key256::random()?)
+    }
+
+    /// A token record for a given master key (random, or combined from key parts).
+    pub fn new_record_with_master_key(
+        &self,
+        label: &str,
+        serial: &str,
+        slot: CK_SLOT_ID,
+        so_pin: &[u8],
+        master: &Key256,
+    ) -> Result<TokenRecord> {
+        if !(self.config.min_pin_len..=MAX_PIN_LEN).contains(&so_pin.len()) {
+            // PKCS#11 3.0 §5.6.1 lists no CKR_PIN_LEN_RANGE for C_InitToken.
+            return Err(Error::PinIncorrect);
+        }
+        Ok(TokenRecord {
+            label: label.to_string(),
+            serial: serial.to_string(),
+            slot_id: slot as u64,
+            master_key_check: master.check_value()?,
+            so: slot::pin_record(&self.config, serial, Role::So, so_pin, master)?,
+            user: None,
+            so_failures: 0,
+            user_failures: 0,
+        })
+    }
+
+    fn create_token(&self, slot: CK_SLOT_ID, so_pin: &[u8], label: &str) -> Result<()> {
+        self.create_token_with_master_key(slot, so_pin, label, &Key256::random()?)
+    }
+
+    /// Create a token on the spare slot with a given master key.
+    pub fn create_token_with_master_key(
+        &self,
+        slot: CK_SLOT_ID,
+        so_pin: &[u8],
+        label: &str,
+        master: &Key256,
+    ) -> Result<()> {
+        let mut serial_bytes = [0u8; 8];
+        mech::random(&mut serial_bytes)?;
+        let serial = hex::encode(serial_bytes);
+        let record = self.new_record_with_master_key(label, &serial, slot, so_pin, master)?;
+        let dir = &self.config.token_dir;
+        create_private_dir(dir)?;
+        let path = dir.join(format!("{serial}.{TOKEN_SUFFIX}"));
+        let store = SqliteStore::create(&path, &record)?;
+        let token = Arc::new(Token::with_store(path, Box::new(store))?);
+        let mut tokens = self.tokens.write().map_err(|_| poisoned())?;
+        if Self::spare_slot(&tokens) != slot {
+            return Err(Error::SlotIdInvalid(slot));
+        }
+        tokens.push(token);
+        tracing::info!(slot, label, "token created");
+        Ok(())
+    }
+
+    /// `C_OpenSession`.
+    pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
+        let token = self.token(slot)?.ok_or(Error::TokenNotRecognized)?;
+        if flags & CKF_SERIAL_SESSION == 0 {
+            return Err(Error::SessionParallelNotSupported);
+        }
+        let rw = flags & CKF_RW_SESSION != 0;
+        let mut sessions = self.sessions.write().map_err(|_| poisoned())?;
+        let handle = {
+            let mut state = token.lock()?;
+            if state.login == Login::So && !rw {
+                return Err(Error::SessionReadWriteSoExists);
+            }
+            state.sessions += 1;
+            state.rw_sessions += usize::from(rw);
+            self.next_handle()
+        };
+        sessions.insert(handle, Arc::new(Session::new(handle, token, rw)));
+        Ok(handle)
+    }
+
+    /// `C_CloseSession`: its session objects go; the last session logs the token out.
+    pub fn close_session(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
+        let session = self
+            .sessions
+            .write()
+            .map_err(|_| poisoned())?
+            .remove(&handle)
+            .ok_or(Error::SessionHandleInvalid)?;
+        let mut state = session.token.lock()?;
+        state.drop_session_objects(handle);
+        state.sessions = state.sessions.saturating_sub(1);
+        state.rw_sessions = state.rw_sessions.saturating_sub(usize::from(session.rw));
+        if state.sessions == 0 && state.login != Login::Public {
+            state.logout()?;
+        }
+        Ok(())
+    }
+
+    /// `C_CloseAllSessions`.
+    pub fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
+        self.token(slot)?.ok_or(Error::TokenNotRecognized)?;
+        let handles: Vec<_> = self
+            .sessions
+            .read()
+            .map_err(|_| poisoned())?
+            .values()
+            .filter(|session| session.token.slot_id == slot)
+            .map(|session| session.handle)
+            .collect();
+        for handle in handles {
+            match self.close_session(handle) {
+                Ok(()) | Err(Error::SessionHandleInvalid) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// `C_GetSessionInfo`.
+    pub fn session_info(&self, handle: CK_SESSION_HANDLE) -> Result<CK_SESSION_INFO> {
+        let session = self.session(handle)?;
+        let login = session.token.lock()?.login;
+        let state = match (login, session.rw) {
+            (Login::Public, false) => CKS_RO_PUBLIC_SESSION,
+            (Login::Public, true) => CKS_RW_PUBLIC_SESSION,
+            (Login::User, false) => CKS_RO_USER_FUNCTIONS,
+            (Login::User, true) => CKS_RW_USER_FUNCTIONS,
+            (Login::So, _) => CKS_RW_SO_FUNCTIONS,
+        };
+        let rw_flag = if session.rw { CKF_RW_SESSION } else { 0 };
+        Ok(CK_SESSION_INFO {
+            slotID: session.token.slot_id,
+            state,
+            flags: CKF_SERIAL_SESSION | rw_flag,
+            ulDeviceError: 0,
+        })
+    }
+
+    /// `C_Login` (and `C_LoginUser`, which has no user names to tell apart here).
+    pub fn login(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        user_type: CK_USER_TYPE,
+        pin: &[u8],
+    ) -> Result<()> {
+        let session = self.session(handle)?;
+        let token = &session.token;
+        let role = match user_type {
+            CKU_SO => Role::So,
+            CKU_USER => Role::User,
+            // No mechanism here needs CKA_ALWAYS_AUTHENTICATE, so no operation awaits it.
+            CKU_CONTEXT_SPECIFIC => {
+                return match token.lock()?.login {
+                    Login::User => Err(Error::OperationNotInitialized),
+                    _ => Err(Error::UserNotLoggedIn),
+                };
+            }
+            _ => return Err(Error::UserTypeInvalid),
+        };
+        let wanted = match role {
+            Role::So => Login::So,
+            Role::User => Login::User,
+        };
+        let check_state = |state: &TokenState| match state.login {
+            Login::Public if role == Role::So && state.sessions > state.rw_sessions => {
+                Err(Error::SessionReadOnlyExists)
+            }
+            Login::Public => Ok(()),
+            current if current == wanted => Err(Error::UserAlreadyLoggedIn),
+            _ => Err(Error::UserAnotherAlreadyLoggedIn),
+        };
+        {
+            let mut state = token.lock()?;
+            state.refresh()?;
+            check_state(&state)?;
+        }
+        let master = check_pin(token, role, pin, self.config.max_pin_attempts)?;
+        let mut state = token.lock()?;
+        check_state(&state)?;
+        state.set_login(wanted, &master)
+    }
+
+    /// `C_Logout`.
+    pub fn logout(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
+        self.session(handle)?.token.lock()?.logout()
+    }
+
+    /// `C_InitPIN`: the SO sets the user PIN (and so unlocks it).
+    pub fn init_pin(&self, handle: CK_SESSION_HANDLE, pin: &[u8]) -> Result<()> {
+        let session = self.session(handle)?;
+        session.require_rw()?;
+        if session.token.lock()?.login != Login::So {
+            return Err(Error::UserNotLoggedIn);
+        }
+        self.check_new_pin(pin)?;
+        // The SO's copy of the master key opens it; recover it from the record, since
+        // login keeps only the object key.
+        let master = self.master_key_of_login(&session)?;
+        let mut state = session.token.lock()?;
+        let mut record = state.record.clone();
+        record.user = Some(slot::pin_record(
+            &self.config,
+            &record.serial,
+            Role::User,
+            pin,
+            &master,
+        )?);
+        record.user_failures = 0;
+        state.put_record(record)
+    }
+
+    /// `C_SetPIN`: the SO's PIN when the SO is logged in, the user's otherwise.
+    pub fn set_pin(&self, handle: CK_SESSION_HANDLE, old_pin: &[u8], new_pin: &[u8]) -> Result<()> {
+        let session = self.session(handle)?;
+        session.require_rw()?;
+        let role = match session.token.lock()?.login {
+            Login::So => Role::So,
+            Login::User | Login::Public => Role::User,
+        };
+        self.check_new_pin(new_pin)?;
+        let master = check_pin(&session.token, role, old_pin, self.config.max_pin_attempts)?;
+        let mut state = session.token.lock()?;
+        let mut record = state.record.clone();
+        let pin = slot::pin_record(&self.config, &record.serial, role, new_pin, &master)?;
+        match role {
+            Role::So => record.so = pin,
+            Role::User => record.user = Some(pin),
+        }
+        state.put_record(record)
+    }
+
+    fn check_new_pin(&self, pin: &[u8]) -> Result<()> {
+        if (self.config.min_pin_len..=MAX_PIN_LEN).contains(&pin.len()) {
+            Ok(())
+        } else {
+            Err(Error::PinLenRange)
+        }
+    }
+
+    fn master_key_of_login(&self, session: &Session) -> Result<Key256> {
+        session
+            .token
+            .lock()?
+            .master_key()
+            .ok_or(Error::UserNotLoggedIn)
+    }
+
+    /// `C_CreateObject`.
+    pub fn create_object(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        template: &[Attribute],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let session = self.session(handle)?;
+        let mut state = session.token.lock()?;
+        state.refresh()?;
+        let mut object =
+            Object::from_template(template, &[], Origin::Create, state.login == Login::So)?;
+        object.finish(Origin::Create)?;
+        self.add(&session, &mut state, object)
+    }
+
+    fn add(
+        &self,
+        session: &Session,
+        state: &mut TokenState,
+        object: Object,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        if object.is_token() {
+            session.require_rw()?;
+        }
+        state.add_object(object, session.handle, &|| self.next_handle())
+    }
+
+    /// `C_CopyObject`.
+    pub fn copy_object(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        source: CK_OBJECT_HANDLE,
+        template: &[Attribute],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let session = self.session(handle)?;
+        let mut state = session.token.lock()?;
+        state.refresh()?;
+        let object = state.object(source)?;
+        let copy = object.copy_with(template, state.login == Login::So)?;
+        self.add(&session, &mut state, copy)
+    }
+
+    /// `C_DestroyObject`.
+    pub fn destroy_object(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        target: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let session = self.session(handle)?;
+        let mut state = session.token.lock()?;
+        state.refresh()?;
+        let object = state.object(target)?;
+        if object.is_token() {
+            session.require_rw()?;
+        }
+        if !object.flag(CKA_DESTROYABLE) {
+            return Err(Error::ActionProhibited);
+        }
+        state.destroy_object(target)
+    }
+
+    /// The object behind a handle, as this session may see it (`C_GetAttributeValue`,
+    /// `C_GetObjectSize`).
+    pub fn object(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        target: CK_OBJECT_HANDLE,
+    ) -> Result<Arc<Object>> {
+        let session = self.session(handle)?;
+        let mut state = session.token.lock()?;
+        state.refresh()?;
+        state.object(target)
+    }
+
+    /// `C_SetAttributeValue`.
+    pub fn set_attributes(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        target: CK_OBJECT_HANDLE,
+        template: &[Attribute],
+    ) -> Result<()> {
+        let session = self.session(handle)?;
+        let mut state = session.token.lock()?;
+        state.refresh()?;
+        let object = state.object(target)?;
+        if object.is_token() {
+            session.require_rw()?;
+        }
+        if object.is_locked() {
+            return Err(Error::UserNotLoggedIn);
+        }
+        let mut changed = (*object).clone();
+        changed.set(template, state.login == Login::So)?;
+        state.replace_object(target, changed)
+    }
+
+    /// `C_FindObjectsInit`: the matches are fixed now, returned by `find_objects`.
+    pub fn find_init(&self, handle: CK_SESSION_HANDLE, template: &[Attribute]) -> Result<()> {
+        let session = self.session(handle)?;
+        let mut operations = session.operations()?;
+        if operations.find.is_some() {
+            return Err(Error::OperationActive);
+        }
+        let handles = {
+            let mut state = session.token.lock()?;
+            state.refresh()?;
+            state.find(template, &|| self.next_handle())?
+        };
+        operations.find = Some(Find {
+            handles,
+            returned: 0,
+        });
+        Ok(())
+    }
+
+    /// `C_FindObjects`: up to `max` more handles.
+    pub fn find_next(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        max: usize,
+    ) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let session = self.session(handle)?;
+        let mut operations = session.operations()?;
+        let find = operations
+            .find
+            .as_mut()
+            .ok_or(Error::OperationNotInitialized)?;
+        let rest = find.handles.get(find.returned..).unwrap_or_default();
+        let batch: Vec<_> = rest.iter().take(max).copied().collect();
+        find.returned += batch.len();
+        Ok(batch)
+    }
+
+    /// `C_FindObjectsFinal`.
+    pub fn find_final(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
+        let session = self.session(handle)?;
+        let mut operations = session.operations()?;
+        operations
+            .find
+            .take()
+            .map(|_| ())
+            .ok_or(Error::OperationNotInitialized)
+    }
+
+    /// `C_GenerateKey`.
+    pub fn generate_key(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        parameter: &[u8],
+        template: &[Attribute],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let session = self.session(handle)?;
+        let generator = mech::lookup(mechanism)?;
+        let (class, key_type) = generator
+            .generates()
+            .ok_or(Error::MechanismInvalid(mechanism))?;
+        if !parameter.is_empty() {
+            return Err(Error::MechanismParamInvalid);
+        }
+        let implied = [
+            Attribute::new(CKA_CLASS, Value::ulong(class)),
+            Attribute::new(CKA_KEY_TYPE, Value::ulong(key_type)),
+        ];
+        let is_so = session.token.lock()?.login == Login::So;
+        let origin = Origin::Generate(mechanism);
+        let mut key = Object::from_template(template, &implied, origin, is_so)?;
+        let value = generator.generate_key(key.ulong(CKA_VALUE_LEN))?;
+        key.put(CKA_VALUE, Value::Bytes(value));
+        key.finish(origin)?;
+        let mut state = session.token.lock()?;
+        state.refresh()?;
+        self.add(&session, &mut state, key)
+    }
+
+    /// `C_GenerateRandom`.
+    pub fn generate_random(&self, handle: CK_SESSION_HANDLE, out: &mut [u8]) -> Result<()> {
+        self.session(handle)?;
+        mech::random(out)
+    }
+
+    /// `C_SeedRandom`: the operating system's generator takes no seed from applications.
+    pub fn seed_random(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
+        self.session(handle)?;
+        Err(Error::RandomSeedNotSupported)
+    }
+
+    /// `C_WaitForSlotEvent`. Slots never change on their own, so with `CKF_DONT_BLOCK`
+    /// there is never an event, and a blocking wait ends only with `C_Finalize`.
+    pub fn wait_for_slot_event(&self, flags: CK_FLAGS) -> Result<CK_SLOT_ID> {
+        if flags & CKF_DONT_BLOCK != 0 {
+            return Err(Error::NoEvent);
+        }
+        let (lock, wake) = &self.finalized;
+        let mut finalized = lock.lock().map_err(|_| poisoned())?;
+        while !*finalized {
+            finalized = wake.wait(finalized).map_err(|_| poisoned())?;
+        }
+        Err(Error::CryptokiNotInitialized)
+    }
+
+    /// `C_Finalize`: wake blocked waiters, close every session (which logs out and wipes
+    /// secrets).
+    pub fn finalize(&self) -> Result<()> {
+        let (lock, wake) = &self.finalized;
+        *lock.lock().map_err(|_| poisoned())? = true;
+        wake.notify_all();
+        let slots: Vec<_> = self.tokens()?.iter().map(|token| token.slot_id).collect();
+        for slot in slots {
+            self.close_all_sessions(slot)?;
+        }
+        Ok(())
+    }
+
+    /// Every token, for the admin tool.
+    pub fn token_list(&self) -> Result<Vec<Arc<Token>>> {
+        self.tokens()
+    }
+
+    /// Delete a token file after checking its SO PIN (admin tool).
+    pub fn delete_token(&self, slot: CK_SLOT_ID, so_pin: &[u8]) -> Result<()> {
+        let token = self.token(slot)?.ok_or(Error::TokenNotRecognized)?;
+        if token.lock()?.sessions > 0 {
+            return Err(Error::SessionExists);
+        }
+        check_pin(&token, Role::So, so_pin, self.config.max_pin_attempts)?;
+        self.tokens
+            .write()
+            .map_err(|_| poisoned())?
+            .retain(|t| t.slot_id != slot);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = token.path.clone().into_os_string();
+            path.push(suffix);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(Error::General(format!(
+                        "removing {}: {err}",
+                        Path::new(&path).display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Check a PIN, counting the attempt in the token file before the check so a killed
+/// process cannot skip it; the KDF runs outside the token's lock.
+fn check_pin(token: &Token, role: Role, pin: &[u8], max_attempts: u32) -> Result<Key256> {
+    let (record, serial) = {
+        let mut state = token.lock()?;
+        state.refresh()?;
+        let (record, failures) = match role {
+            Role::So => (state.record.so.clone(), state.record.so_failures),
+            Role::User => (
+                state
+                    .record
+                    .user
+                    .clone()
+                    .ok_or(Error::UserPinNotInitialized)?,
+                state.record.user_failures,
+            ),
+        };
+        if failures >= max_attempts {
+            return Err(Error::PinLocked);
+        }
+        let count = state.store().count_failure(role)?;
+        match role {
+            Role::So => state.record.so_failures = count,
+            Role::User => state.record.user_failures = count,
+        }
+        (record, state.record.serial.clone())
+    };
+    let master = slot::open_master_key(&serial, role, &record, pin)?;
+    let mut state = token.lock()?;
+    let master = master.ok_or(Error::PinIncorrect)?;
+    state.store().reset_failures(role)?;
+    match role {
+        Role::So => state.record.so_failures = 0,
+        Role::User => state.record.user_failures = 0,
+    }
+    Ok(master)
+}
+
+fn pin_flags(failures: u32, max: u32, [low, final_try, locked]: [CK_FLAGS; 3]) -> CK_FLAGS {
+    match failures {
+        0 => 0,
+        n if n >= max => locked,
+        n if n + 1 == max => low | final_try,
+        _ => low,
+    }
+}
+
+fn token_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(Error::Config(format!("token_dir {}: {err}", dir.display()))),
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == TOKEN_SUFFIX))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|err| Error::General(format!("creating token_dir {}: {err}", dir.display())))
+}
+
+fn poisoned() -> Error {
+    Error::General("module state poisoned by an earlier panic".into())
+}

@@ -1,0 +1,526 @@
+//! One initialised token: its store, its login state (shared by all of the application's
+//! sessions, PKCS#11 3.0 §5.6), its object cache and the handles this process gave out.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pkcs11_sys::*;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::store::keys::{self, Key256};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{ObjectId, PinRecord, Query, Role, Storage, StoredObject, TokenRecord};
+use crate::token::attr::{self, Attribute, Value};
+use crate::token::object::Object;
+
+/// Who is logged in to a token, for the whole application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    /// Nobody: public objects only.
+    Public,
+    /// The normal user.
+    User,
+    /// The security officer.
+    So,
+}
+
+/// An object a handle points at.
+#[derive(Clone)]
+pub enum Handle {
+    /// A token object, by its stored id.
+    Token(ObjectId),
+    /// A session object, owned by one session.
+    Session {
+        /// The session that created it; it dies with that session.
+        owner: CK_SESSION_HANDLE,
+        /// The object itself.
+        object: Arc<Object>,
+    },
+}
+
+/// A token's mutable state; one mutex guards it.
+pub struct TokenState {
+    store: Box<dyn Storage>,
+    /// The token record as last read or written.
+    pub record: TokenRecord,
+    generation: u64,
+    /// The application's login.
+    pub login: Login,
+    master: Option<Key256>,
+    object_key: Option<Key256>,
+    cache: HashMap<ObjectId, Arc<Object>>,
+    handles: HashMap<CK_OBJECT_HANDLE, Handle>,
+    token_handles: HashMap<ObjectId, CK_OBJECT_HANDLE>,
+    /// Open sessions of this application on the token.
+    pub sessions: usize,
+    /// How many of them are read/write.
+    pub rw_sessions: usize,
+}
+
+/// One initialised token in a slot.
+pub struct Token {
+    /// The slot it sits in.
+    pub slot_id: CK_SLOT_ID,
+    /// Its file.
+    pub path: PathBuf,
+    /// Everything that changes.
+    pub state: std::sync::Mutex<TokenState>,
+}
+
+impl Token {
+    /// Open a token file.
+    pub fn open(path: PathBuf) -> Result<Self> {
+        let store = SqliteStore::open(&path)?;
+        Self::with_store(path, Box::new(store))
+    }
+
+    /// A token over an opened store.
+    pub fn with_store(path: PathBuf, store: Box<dyn Storage>) -> Result<Self> {
+        let record = store.token()?;
+        let generation = store.generation()?;
+        Ok(Self {
+            slot_id: record.slot_id as CK_SLOT_ID,
+            path,
+            state: std::sync::Mutex::new(TokenState {
+                store,
+                record,
+                generation,
+                login: Login::Public,
+                master: None,
+                object_key: None,
+                cache: HashMap::new(),
+                handles: HashMap::new(),
+                token_handles: HashMap::new(),
+                sessions: 0,
+                rw_sessions: 0,
+            }),
+        })
+    }
+
+    /// Lock the token's state; a poisoned lock means a panic mid-change.
+    pub fn lock(&self) -> Result<std::sync::MutexGuard<'_, TokenState>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::General("token state poisoned by an earlier panic".into()))
+    }
+}
+
+/// A fresh random unique id: 32 hex digits.
+pub fn new_unique_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    crate::mech::random(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+/// Build a PIN record wrapping `master` under `pin`, with the configured KDF cost.
+pub fn pin_record(
+    config: &Config,
+    serial: &str,
+    role: Role,
+    pin: &[u8],
+    master: &Key256,
+) -> Result<PinRecord> {
+    let mut salt = vec![0u8; keys::SALT_LEN];
+    crate::mech::random(&mut salt)?;
+    let pin_key = keys::pin_key(pin, &salt, config.kdf)?;
+    let wrapped_master_key = pin_key.seal(
+        &keys::master_key_aad(serial, role_name(role)),
+        master.expose(),
+    )?;
+    Ok(PinRecord {
+        salt,
+        kdf: config.kdf,
+        wrapped_master_key,
+    })
+}
+
+/// Open the master key with a PIN; `None` when the PIN is wrong.
+pub fn open_master_key(
+    serial: &str,
+    role: Role,
+    record: &PinRecord,
+    pin: &[u8],
+) -> Result<Option<Key256>> {
+    let pin_key = keys::pin_key(pin, &record.salt, record.kdf)?;
+    let opened = pin_key.open(
+        &keys::master_key_aad(serial, role_name(role)),
+        &record.wrapped_master_key,
+    );
+    Ok(opened.and_then(|bytes| Key256::from_slice(&bytes)))
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::So => "so",
+        Role::User => "user",
+    }
+}
+
+impl TokenState {
+    /// Notice writes by other processes: drop the cache, reread the record, and log out
+    /// if the token was re-initialised under us (its master key changed).
+    pub fn refresh(&mut self) -> Result<()> {
+        let generation = self.store.generation()?;
+        if generation != self.generation {
+            self.generation = generation;
+            self.cache.clear();
+            let record = self.store.token()?;
+            if record.master_key_check != self.record.master_key_check {
+                self.forget_login();
+                self.handles
+                    .retain(|_, handle| matches!(handle, Handle::Session { .. }));
+                self.token_handles.clear();
+            }
+            self.record = record;
+        }
+        Ok(())
+    }
+
+    /// The master key while someone is logged in.
+    pub fn master_key(&self) -> Option<Key256> {
+        self.master.clone()
+    }
+
+    /// The store, for PIN bookkeeping.
+    pub fn store(&mut self) -> &mut dyn Storage {
+        self.store.as_mut()
+    }
+
+    /// Record a successful login.
+    pub fn set_login(&mut self, login: Login, master: &Key256) -> Result<()> {
+        self.object_key = Some(master.object_key()?);
+        self.master = Some(master.clone());
+        self.login = login;
+        // Cached objects were loaded without secrets; reload them with.
+        self.cache.clear();
+        Ok(())
+    }
+
+    /// `C_Logout`: wipe the keys and every decrypted secret, invalidate handles to private
+    /// objects and destroy private session objects (PKCS#11 3.0 §5.6.8).
+    pub fn logout(&mut self) -> Result<()> {
+        if self.login == Login::Public {
+            return Err(Error::UserNotLoggedIn);
+        }
+        let mut private_ids = Vec::new();
+        for id in self.token_handles.keys() {
+            let private = match self.cache.get(id) {
+                Some(object) => object.is_private(),
+                None => self.store.get(*id)?.is_some_and(|stored| stored.private),
+            };
+            if private {
+                private_ids.push(*id);
+            }
+        }
+        for id in private_ids {
+            if let Some(handle) = self.token_handles.remove(&id) {
+                self.handles.remove(&handle);
+            }
+        }
+        self.handles.retain(|_, handle| match handle {
+            Handle::Session { object, .. } => !object.is_private(),
+            Handle::Token(_) => true,
+        });
+        self.forget_login();
+        Ok(())
+    }
+
+    fn forget_login(&mut self) {
+        self.login = Login::Public;
+        self.master = None;
+        self.object_key = None;
+        self.cache.clear();
+    }
+
+    /// Whether an object is visible in the current login state.
+    fn visible(&self, object: &Object) -> bool {
+        !object.is_private() || self.login == Login::User
+    }
+
+    /// Reinitialise: a new record, no objects, nobody logged in, no handles.
+    pub fn reinitialize(&mut self, record: TokenRecord) -> Result<()> {
+        self.store.reinitialize(&record)?;
+        self.record = record;
+        self.forget_login();
+        self.handles.clear();
+        self.token_handles.clear();
+        self.generation = self.store.generation()?;
+        Ok(())
+    }
+
+    /// Replace the token record (PIN changes).
+    pub fn put_record(&mut self, record: TokenRecord) -> Result<()> {
+        self.store.put_token(&record)?;
+        self.record = record;
+        Ok(())
+    }
+
+    fn load(&mut self, id: ObjectId) -> Result<Option<Arc<Object>>> {
+        if let Some(object) = self.cache.get(&id) {
+            return Ok(Some(object.clone()));
+        }
+        let Some(stored) = self.store.get(id)? else {
+            return Ok(None);
+        };
+        let object = Arc::new(self.unseal(&stored)?);
+        self.cache.insert(id, object.clone());
+        Ok(Some(object))
+    }
+
+    fn unseal(&self, stored: &StoredObject) -> Result<Object> {
+        let tampered = |why: &str| {
+            tracing::error!(unique_id = %stored.unique_id, "object failed authentication: {why}");
+            Error::ObjectTampered(stored.unique_id.clone())
+        };
+        let attrs = attr::decode(&stored.attrs).ok_or_else(|| tampered("attributes unreadable"))?;
+        let mut object = Object::from_stored(attrs).map_err(|_| tampered("attributes invalid"))?;
+        let indexed_ok = object.class() == stored.class
+            && object.is_private() == stored.private
+            && object.bytes(CKA_LABEL).unwrap_or_default() == stored.label.as_slice()
+            && object.bytes(CKA_ID).unwrap_or_default() == stored.ckid.as_slice()
+            && object.bytes(CKA_UNIQUE_ID) == Some(stored.unique_id.as_bytes());
+        if !indexed_ok {
+            return Err(tampered("index columns disagree with the attributes"));
+        }
+        match (&stored.sealed, &self.object_key) {
+            (None, _) if object.is_private() || object.has_secrets_at_rest_rules() => {
+                Err(tampered("its sealed part is missing"))
+            }
+            (None, _) => Ok(object),
+            (Some(_), None) => {
+                object.lock_secrets();
+                Ok(object)
+            }
+            (Some(sealed), Some(key)) => {
+                let opened = key
+                    .open(&policy_aad(&object), sealed)
+                    .ok_or_else(|| tampered("policy or secret altered"))?;
+                let secrets =
+                    attr::decode(&opened).ok_or_else(|| tampered("sealed part unreadable"))?;
+                for Attribute { kind, value } in secrets {
+                    object.put(kind, value);
+                }
+                Ok(object)
+            }
+        }
+    }
+
+    fn seal(&self, object: &Object) -> Result<StoredObject> {
+        let unique_id = String::from_utf8(object.bytes(CKA_UNIQUE_ID).unwrap_or_default().to_vec())
+            .map_err(|_| Error::General("unique id is not UTF-8".into()))?;
+        let mut clear = Vec::new();
+        let mut secret = Vec::new();
+        for (kind, value) in object.attributes() {
+            let item = Attribute::new(kind, value.clone());
+            if object.is_secret_at_rest(kind) {
+                secret.push(item)
+            } else {
+                clear.push(item)
+            }
+        }
+        let needs_seal = object.is_private() || !secret.is_empty();
+        let sealed = if needs_seal {
+            let key = self.object_key.as_ref().ok_or(Error::UserNotLoggedIn)?;
+            Some(key.seal(&policy_aad(object), &attr::encode(&secret))?)
+        } else {
+            None
+        };
+        Ok(StoredObject {
+            unique_id,
+            class: object.class() as u64,
+            label: object.bytes(CKA_LABEL).unwrap_or_default().to_vec(),
+            ckid: object.bytes(CKA_ID).unwrap_or_default().to_vec(),
+            private: object.is_private(),
+            attrs: attr::encode(&clear),
+            sealed,
+        })
+    }
+
+    /// The handle of a token object, giving it one on first sight.
+    fn token_handle(
+        &mut self,
+        id: ObjectId,
+        next_handle: &dyn Fn() -> CK_OBJECT_HANDLE,
+    ) -> CK_OBJECT_HANDLE {
+        if let Some(handle) = self.token_handles.get(&id) {
+            return *handle;
+        }
+        let handle = next_handle();
+        self.token_handles.insert(id, handle);
+        self.handles.insert(handle, Handle::Token(id));
+        handle
+    }
+
+    /// Store a new object (token or session) and return its handle.
+    pub fn add_object(
+        &mut self,
+        mut object: Object,
+        owner: CK_SESSION_HANDLE,
+        next_handle: &dyn Fn() -> CK_OBJECT_HANDLE,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        object.put(CKA_UNIQUE_ID, Value::bytes(new_unique_id()?.into_bytes()));
+        if object.is_private() && self.login != Login::User {
+            return Err(Error::UserNotLoggedIn);
+        }
+        if !object.is_token() {
+            let handle = next_handle();
+            self.handles.insert(
+                handle,
+                Handle::Session {
+                    owner,
+                    object: Arc::new(object),
+                },
+            );
+            return Ok(handle);
+        }
+        let stored = self.seal(&object)?;
+        let id = self.store.insert(&stored)?;
+        self.cache.insert(id, Arc::new(object));
+        Ok(self.token_handle(id, next_handle))
+    }
+
+    /// The object behind a handle, if this session may see it.
+    pub fn object(&mut self, handle: CK_OBJECT_HANDLE) -> Result<Arc<Object>> {
+        let object = match self.handles.get(&handle).cloned() {
+            Some(Handle::Session { object, .. }) => object,
+            Some(Handle::Token(id)) => match self.load(id)? {
+                Some(object) => object,
+                None => {
+                    self.handles.remove(&handle);
+                    self.token_handles.remove(&id);
+                    return Err(Error::ObjectHandleInvalid);
+                }
+            },
+            None => return Err(Error::ObjectHandleInvalid),
+        };
+        if !self.visible(&object) {
+            return Err(Error::ObjectHandleInvalid);
+        }
+        Ok(object)
+    }
+
+    /// Replace the object behind a handle (after `C_SetAttributeValue`).
+    pub fn replace_object(&mut self, handle: CK_OBJECT_HANDLE, object: Object) -> Result<()> {
+        match self.handles.get(&handle).cloned() {
+            Some(Handle::Session { owner, .. }) => {
+                self.handles.insert(
+                    handle,
+                    Handle::Session {
+                        owner,
+                        object: Arc::new(object),
+                    },
+                );
+                Ok(())
+            }
+            Some(Handle::Token(id)) => {
+                let stored = self.seal(&object)?;
+                if !self.store.update(id, &stored)? {
+                    return Err(Error::ObjectHandleInvalid);
+                }
+                self.cache.insert(id, Arc::new(object));
+                Ok(())
+            }
+            None => Err(Error::ObjectHandleInvalid),
+        }
+    }
+
+    /// Destroy the object behind a handle.
+    pub fn destroy_object(&mut self, handle: CK_OBJECT_HANDLE) -> Result<()> {
+        match self.handles.remove(&handle) {
+            Some(Handle::Session { .. }) => Ok(()),
+            Some(Handle::Token(id)) => {
+                self.token_handles.remove(&id);
+                self.cache.remove(&id);
+                if self.store.delete(id)? {
+                    Ok(())
+                } else {
+                    Err(Error::ObjectHandleInvalid)
+                }
+            }
+            None => Err(Error::ObjectHandleInvalid),
+        }
+    }
+
+    /// Whether a handle names a token object (for read-only session checks).
+    pub fn is_token_handle(&self, handle: CK_OBJECT_HANDLE) -> bool {
+        matches!(self.handles.get(&handle), Some(Handle::Token(_)))
+    }
+
+    /// Drop the session objects a closing session owned.
+    pub fn drop_session_objects(&mut self, owner: CK_SESSION_HANDLE) {
+        self.handles
+            .retain(|_, handle| !matches!(handle, Handle::Session { owner: o, .. } if *o == owner));
+    }
+
+    /// Every visible object matching a template: token objects through the indexes, then
+    /// session objects.
+    pub fn find(
+        &mut self,
+        template: &[Attribute],
+        next_handle: &dyn Fn() -> CK_OBJECT_HANDLE,
+    ) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let bytes_of = |kind| {
+            attr::find(template, kind)
+                .and_then(Value::as_bytes)
+                .map(<[u8]>::to_vec)
+        };
+        let wants_token =
+            attr::find(template, CKA_TOKEN).map(|value| attr::parse_bool(CKA_TOKEN, value));
+        let mut found = Vec::new();
+        if !matches!(wants_token, Some(Ok(false))) {
+            let query = Query {
+                class: attr::find(template, CKA_CLASS)
+                    .and_then(|value| attr::parse_ulong(CKA_CLASS, value).ok())
+                    .map(|class| class as u64),
+                label: bytes_of(CKA_LABEL),
+                ckid: bytes_of(CKA_ID),
+                unique_id: bytes_of(CKA_UNIQUE_ID).and_then(|id| String::from_utf8(id).ok()),
+                include_private: self.login == Login::User,
+            };
+            for id in self.store.find(&query)? {
+                // A tampered object is logged and left out; the rest of the token works.
+                let object = match self.load(id) {
+                    Ok(Some(object)) => object,
+                    Ok(None) | Err(Error::ObjectTampered(_)) => continue,
+                    Err(err) => return Err(err),
+                };
+                if self.visible(&object) && object.matches(template) {
+                    found.push(self.token_handle(id, next_handle));
+                }
+            }
+        }
+        let mut session_objects: Vec<_> = self
+            .handles
+            .iter()
+            .filter_map(|(handle, target)| match target {
+                Handle::Session { object, .. }
+                    if self.visible(object) && object.matches(template) =>
+                {
+                    Some(*handle)
+                }
+                _ => None,
+            })
+            .collect();
+        session_objects.sort_unstable();
+        found.extend(session_objects);
+        Ok(found)
+    }
+}
+
+/// The AAD that binds an object's sealed part to its identity and policy.
+fn policy_aad(object: &Object) -> Vec<u8> {
+    let mut bound = vec![Attribute::new(
+        CKA_UNIQUE_ID,
+        Value::bytes(object.bytes(CKA_UNIQUE_ID).unwrap_or_default().to_vec()),
+    )];
+    for (kind, value) in object.attributes() {
+        if object.is_policy(kind) && !object.is_secret_at_rest(kind) {
+            bound.push(Attribute::new(kind, value.clone()));
+        }
+    }
+    let mut aad = b"keyferry object v1|".to_vec();
+    aad.extend(attr::encode(&bound));
+    aad
+}

@@ -1,0 +1,1 @@
+//! C shell placeholder
