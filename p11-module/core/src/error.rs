@@ -42,6 +42,9 @@ pub enum Error {
     /// A call came before `C_Initialize` (or in a forked child that did not call it).
     #[error("cryptoki not initialised")]
     CryptokiNotInitialized,
+    /// A legacy parallel-function call (`C_GetFunctionStatus`, `C_CancelFunction`).
+    #[error("function not parallel")]
+    FunctionNotParallel,
     /// The function is not provided by this module.
     #[error("function not supported")]
     FunctionNotSupported,
@@ -155,6 +158,7 @@ impl Error {
             Self::Config(_) => CKR_GENERAL_ERROR,
             Self::CryptokiAlreadyInitialized => CKR_CRYPTOKI_ALREADY_INITIALIZED,
             Self::CryptokiNotInitialized => CKR_CRYPTOKI_NOT_INITIALIZED,
+            Self::FunctionNotParallel => CKR_FUNCTION_NOT_PARALLEL,
             Self::FunctionNotSupported => CKR_FUNCTION_NOT_SUPPORTED,
             Self::General(_) => CKR_GENERAL_ERROR,
             Self::KeyHandleInvalid => CKR_KEY_HANDLE_INVALID,

@@ -1,1 +1,322 @@
-fn main() {}
+//! keyferry-admin: create, list and delete keyferry tokens without a PKCS#11 client.
+//! PINs come from files, environment variables or a terminal prompt, never from argv.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use keyferry_core::token::Module;
+use keyferry_core::{Config, Error};
+use pkcs11_sys::*;
+use zeroize::Zeroizing;
+
+/// Manage keyferry tokens: the files behind libkeyferry_pkcs11.so's slots.
+///
+/// The token directory comes from the config file named by KEYFERRY_CONF, else
+/// $XDG_CONFIG_HOME/keyferry/keyferry.toml, else $XDG_DATA_HOME/keyferry/tokens.
+///
+/// Exit codes: 0 done, 1 the token refused (wrong PIN, locked, ...), 2 usage or config error.
+#[derive(Parser)]
+#[command(name = "keyferry-admin", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every slot: its token, serial, PIN state and master-key check value.
+    ShowSlots,
+    /// Create a token on the free slot, or re-initialise an existing one (destroying its objects).
+    InitToken {
+        /// Use the free (uninitialised) slot.
+        #[arg(long, conflicts_with = "token")]
+        free: bool,
+        /// Re-initialise the token with this label instead; needs its SO PIN.
+        #[arg(long, required_unless_present = "free")]
+        token: Option<String>,
+        /// The new token's label (up to 32 bytes).
+        #[arg(long)]
+        label: String,
+        /// File holding the SO PIN [else KEYFERRY_SO_PIN, else a prompt].
+        #[arg(long, value_name = "FILE")]
+        so_pin_file: Option<PathBuf>,
+        /// File holding the user PIN to set [else KEYFERRY_PIN, else a prompt on a terminal;
+        /// without any of them the user PIN is left unset].
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+    },
+    /// Delete a token file and everything in it; needs its SO PIN.
+    DeleteToken {
+        /// The token's label.
+        #[arg(long)]
+        token: String,
+        /// File holding the SO PIN [else KEYFERRY_SO_PIN, else a prompt].
+        #[arg(long, value_name = "FILE")]
+        so_pin_file: Option<PathBuf>,
+    },
+}
+
+/// What went wrong, with a hint and the exit code it earns.
+struct Failure {
+    message: String,
+    hint: Option<String>,
+    code: u8,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: Some(hint.into()),
+            code: 2,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(err: Error) -> Self {
+        let hint = match err {
+            Error::PinIncorrect => {
+                Some("check the PIN file or variable; each wrong PIN counts towards the lockout")
+            }
+            Error::PinLocked => Some(
+                "the SO PIN unlocks a user PIN (C_InitPIN); a locked SO PIN cannot be recovered",
+            ),
+            Error::PinLenRange => Some("PINs are min_pin_len (config) to 255 bytes long"),
+            _ => None,
+        };
+        let code = if matches!(err, Error::Config(_)) {
+            2
+        } else {
+            1
+        };
+        Self {
+            message: err.to_string(),
+            hint: hint.map(String::from),
+            code,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            if let Some(hint) = failure.hint {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let config = Config::load()?;
+    let filter = tracing_subscriber::EnvFilter::new(format!("keyferry_core={}", config.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let module = Module::new(config)?;
+    match cli.command {
+        Command::ShowSlots => show_slots(&module),
+        Command::InitToken {
+            free,
+            token,
+            label,
+            so_pin_file,
+            pin_file,
+        } => init_token(
+            &module,
+            free,
+            token.as_deref(),
+            &label,
+            so_pin_file,
+            pin_file,
+        ),
+        Command::DeleteToken { token, so_pin_file } => {
+            let slot = slot_of(&module, &token)?;
+            let so_pin = read_pin(so_pin_file, "KEYFERRY_SO_PIN", "SO PIN", false)?
+                .ok_or_else(no_pin("SO PIN", "--so-pin-file", "KEYFERRY_SO_PIN"))?;
+            module.delete_token(slot, &so_pin)?;
+            println!("deleted token {token:?} (slot {slot})");
+            Ok(())
+        }
+    }
+}
+
+fn show_slots(module: &Module) -> Result<(), Failure> {
+    println!(
+        "{:<6} {:<32} {:<16} {:<14} {:<22} master key",
+        "slot", "label", "serial", "state", "user PIN"
+    );
+    for slot in module.slot_list()? {
+        let info = module.token_info(slot)?;
+        if info.flags & CKF_TOKEN_INITIALIZED == 0 {
+            println!("{slot:<6} {:<32} {:<16} {:<14}", "-", "-", "free");
+            continue;
+        }
+        let user = match info.flags {
+            f if f & CKF_USER_PIN_LOCKED != 0 => "locked",
+            f if f & CKF_USER_PIN_FINAL_TRY != 0 => "final try",
+            f if f & CKF_USER_PIN_COUNT_LOW != 0 => "wrong PIN entered",
+            f if f & CKF_USER_PIN_INITIALIZED != 0 => "set",
+            _ => "not set",
+        };
+        let token = module
+            .token_list()?
+            .into_iter()
+            .find(|token| token.slot_id == slot);
+        let check = match token {
+            Some(token) => hex::encode(&token.lock()?.record.master_key_check),
+            None => "-".into(),
+        };
+        println!(
+            "{slot:<6} {:<32} {:<16} {:<14} {user:<22} {check}",
+            String::from_utf8_lossy(&info.label).trim_end(),
+            String::from_utf8_lossy(&info.serialNumber).trim_end(),
+            "initialised",
+        );
+    }
+    Ok(())
+}
+
+fn init_token(
+    module: &Module,
+    free: bool,
+    token: Option<&str>,
+    label: &str,
+    so_pin_file: Option<PathBuf>,
+    pin_file: Option<PathBuf>,
+) -> Result<(), Failure> {
+    if label.len() > 32 {
+        return Err(Failure::usage(
+            format!("label {label:?} is longer than 32 bytes"),
+            "choose a shorter --label",
+        ));
+    }
+    let slot = match (free, token) {
+        (true, _) => *module
+            .slot_list()?
+            .last()
+            .ok_or_else(|| Failure::usage("no free slot", "check token_dir"))?,
+        (false, Some(token)) => slot_of(module, token)?,
+        (false, None) => {
+            return Err(Failure::usage(
+                "no slot chosen",
+                "pass --free or --token LABEL",
+            ));
+        }
+    };
+    let so_pin = read_pin(so_pin_file, "KEYFERRY_SO_PIN", "SO PIN", true)?.ok_or_else(no_pin(
+        "SO PIN",
+        "--so-pin-file",
+        "KEYFERRY_SO_PIN",
+    ))?;
+    let user_pin = read_pin(pin_file, "KEYFERRY_PIN", "user PIN", true)?;
+    let mut padded = [b' '; 32];
+    padded[..label.len()].copy_from_slice(label.as_bytes());
+    module.init_token(slot, &so_pin, &padded)?;
+    if let Some(user_pin) = user_pin {
+        let session = module.open_session(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)?;
+        let result = module
+            .login(session, CKU_SO, &so_pin)
+            .and_then(|()| module.init_pin(session, &user_pin));
+        module.close_session(session)?;
+        result?;
+    }
+    let check = module
+        .token_list()?
+        .into_iter()
+        .find(|token| token.slot_id == slot)
+        .map(|token| {
+            token
+                .lock()
+                .map(|state| hex::encode(&state.record.master_key_check))
+        })
+        .transpose()?
+        .unwrap_or_default();
+    println!("token {label:?} initialised in slot {slot}; master key check value {check}");
+    Ok(())
+}
+
+fn slot_of(module: &Module, label: &str) -> Result<CK_SLOT_ID, Failure> {
+    for slot in module.slot_list()? {
+        let info = module.token_info(slot)?;
+        let initialised = info.flags & CKF_TOKEN_INITIALIZED != 0;
+        if initialised && String::from_utf8_lossy(&info.label).trim_end() == label {
+            return Ok(slot);
+        }
+    }
+    Err(Failure::usage(
+        format!("no token labelled {label:?}"),
+        "keyferry-admin show-slots lists the tokens",
+    ))
+}
+
+fn no_pin(
+    what: &'static str,
+    flag: &'static str,
+    variable: &'static str,
+) -> impl FnOnce() -> Failure {
+    move || {
+        Failure::usage(
+            format!("no {what} given"),
+            format!("use {flag} FILE, set {variable}, or run on a terminal to be prompted"),
+        )
+    }
+}
+
+/// A PIN from a file (one trailing newline dropped), else the environment, else a prompt
+/// on a terminal (asked twice when `confirm`); `None` when none of them is available.
+fn read_pin(
+    file: Option<PathBuf>,
+    variable: &str,
+    what: &str,
+    confirm: bool,
+) -> Result<Option<Zeroizing<Vec<u8>>>, Failure> {
+    if let Some(path) = file {
+        let mut pin = Zeroizing::new(std::fs::read(&path).map_err(|err| {
+            Failure::usage(
+                format!("cannot read {}: {err}", path.display()),
+                "check the PIN file's path and permissions",
+            )
+        })?);
+        if pin.ends_with(b"\n") {
+            pin.pop();
+            if pin.ends_with(b"\r") {
+                pin.pop();
+            }
+        }
+        return Ok(Some(pin));
+    }
+    if let Some(value) = std::env::var_os(variable) {
+        use std::os::unix::ffi::OsStringExt;
+        return Ok(Some(Zeroizing::new(value.into_vec())));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let prompt = |text: &str| {
+        rpassword::prompt_password(text)
+            .map(|pin| Zeroizing::new(pin.into_bytes()))
+            .map_err(|err| {
+                Failure::usage(
+                    format!("reading the {what}: {err}"),
+                    "run on a terminal or use a PIN file",
+                )
+            })
+    };
+    let pin = prompt(&format!("{what}: "))?;
+    if confirm && *prompt(&format!("{what} again: "))? != *pin {
+        return Err(Failure::usage(
+            format!("the two {what}s differ"),
+            "type the same PIN twice",
+        ));
+    }
+    Ok(Some(pin))
+}

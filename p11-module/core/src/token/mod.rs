@@ -127,6 +127,11 @@ impl Module {
             .ok_or(Error::SessionHandleInvalid)
     }
 
+    /// Whether a session handle is open (for calls that only validate it).
+    pub fn check_session(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
+        self.session(handle).map(|_| ())
+    }
+
     /// `C_GetInfo`.
     pub fn info(&self) -> CK_INFO {
         CK_INFO {

@@ -1,0 +1,63 @@
+//! Key management and random numbers (PKCS#11 3.0 §5.14, §5.15).
+
+use keyferry_core::Result;
+use keyferry_core::token::Module;
+use pkcs11_sys::*;
+
+use crate::ffi::convert::{in_mechanism, in_slice, in_template, out, out_slice};
+use crate::ffi::{export, not_supported};
+
+export! {
+    fn C_GenerateKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, pTemplate: CK_ATTRIBUTE_PTR, ulCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR) => generate_key;
+    fn C_SeedRandom(hSession: CK_SESSION_HANDLE, pSeed: CK_BYTE_PTR, ulSeedLen: CK_ULONG) => seed_random;
+    fn C_GenerateRandom(hSession: CK_SESSION_HANDLE, RandomData: CK_BYTE_PTR, ulRandomLen: CK_ULONG) => generate_random;
+}
+
+not_supported! {
+    fn C_GenerateKeyPair(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, pPublicKeyTemplate: CK_ATTRIBUTE_PTR, ulPublicKeyAttributeCount: CK_ULONG, pPrivateKeyTemplate: CK_ATTRIBUTE_PTR, ulPrivateKeyAttributeCount: CK_ULONG, phPublicKey: CK_OBJECT_HANDLE_PTR, phPrivateKey: CK_OBJECT_HANDLE_PTR);
+    fn C_WrapKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hWrappingKey: CK_OBJECT_HANDLE, hKey: CK_OBJECT_HANDLE, pWrappedKey: CK_BYTE_PTR, pulWrappedKeyLen: CK_ULONG_PTR);
+    fn C_UnwrapKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hUnwrappingKey: CK_OBJECT_HANDLE, pWrappedKey: CK_BYTE_PTR, ulWrappedKeyLen: CK_ULONG, pTemplate: CK_ATTRIBUTE_PTR, ulAttributeCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR);
+    fn C_DeriveKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hBaseKey: CK_OBJECT_HANDLE, pTemplate: CK_ATTRIBUTE_PTR, ulAttributeCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR);
+}
+
+unsafe fn generate_key(
+    module: &Module,
+    session: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_PTR,
+    template: CK_ATTRIBUTE_PTR,
+    count: CK_ULONG,
+    key: CK_OBJECT_HANDLE_PTR,
+) -> Result<()> {
+    // SAFETY: the caller's promise covers every pointer.
+    let (key, (mechanism, parameter), template) = unsafe {
+        (
+            out(key)?,
+            in_mechanism(mechanism)?,
+            in_template(template, count)?,
+        )
+    };
+    *key = module.generate_key(session, mechanism, parameter, &template)?;
+    Ok(())
+}
+
+unsafe fn seed_random(
+    module: &Module,
+    session: CK_SESSION_HANDLE,
+    seed: CK_BYTE_PTR,
+    seed_len: CK_ULONG,
+) -> Result<()> {
+    // SAFETY: NULL or valid for its length.
+    unsafe { in_slice(seed, seed_len) }?;
+    module.seed_random(session)
+}
+
+unsafe fn generate_random(
+    module: &Module,
+    session: CK_SESSION_HANDLE,
+    data: CK_BYTE_PTR,
+    len: CK_ULONG,
+) -> Result<()> {
+    // SAFETY: NULL or valid for `len` writable bytes.
+    let data = unsafe { out_slice(data, len) }?;
+    module.generate_random(session, data)
+}
