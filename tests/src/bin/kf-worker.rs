@@ -1,0 +1,123 @@
+//! A second process for the integration tests: loads keyferry, does one job, prints the
+//! result on stdout. The test passes KEYFERRY_CONF and TEST_KEYFERRY_MODULE in the
+//! environment, and the PIN in KF_TEST_PIN (never on argv).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test helper: failures should panic loudly
+
+use std::time::Instant;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::slot::Slot;
+use keyferry_tests::{pin, rv, USER_PIN};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let path = std::env::var("TEST_KEYFERRY_MODULE").expect("TEST_KEYFERRY_MODULE");
+    let pkcs11 = Pkcs11::new(path).expect("loading keyferry");
+    pkcs11
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    let user_pin = std::env::var("KF_TEST_PIN").unwrap_or_else(|_| USER_PIN.into());
+    match args.as_slice() {
+        ["create", token, prefix, count] => {
+            let session = pkcs11.open_rw_session(slot(&pkcs11, token)).unwrap();
+            session
+                .login(UserType::User, Some(&pin(&user_pin)))
+                .unwrap();
+            for index in 0..count.parse::<usize>().unwrap() {
+                session
+                    .create_object(&[
+                        Attribute::Class(ObjectClass::DATA),
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Label(format!("{prefix}-{index}").into_bytes()),
+                        Attribute::Value(index.to_be_bytes().to_vec()),
+                    ])
+                    .unwrap();
+            }
+            println!("created {count}");
+        }
+        ["list", token, class] => {
+            let session = pkcs11.open_ro_session(slot(&pkcs11, token)).unwrap();
+            session
+                .login(UserType::User, Some(&pin(&user_pin)))
+                .unwrap();
+            let class = match *class {
+                "data" => ObjectClass::DATA,
+                _ => ObjectClass::SECRET_KEY,
+            };
+            let wanted = [AttributeType::Label, AttributeType::UniqueId];
+            for handle in session.find_objects(&[Attribute::Class(class)]).unwrap() {
+                let mut line = Vec::new();
+                for attribute in session.get_attributes(handle, &wanted).unwrap() {
+                    match attribute {
+                        Attribute::Label(label) => {
+                            line.push(String::from_utf8_lossy(&label).into_owned())
+                        }
+                        Attribute::UniqueId(id) => {
+                            line.push(String::from_utf8_lossy(&id).into_owned())
+                        }
+                        _ => {}
+                    }
+                }
+                if class == ObjectClass::SECRET_KEY {
+                    let check = session
+                        .get_attributes(handle, &[AttributeType::CheckValue])
+                        .unwrap();
+                    if let Some(Attribute::CheckValue(value)) = check.first() {
+                        line.push(value.iter().map(|byte| format!("{byte:02x}")).collect());
+                    }
+                }
+                println!("{}", line.join(" "));
+            }
+        }
+        ["login", token] => {
+            let session = pkcs11.open_ro_session(slot(&pkcs11, token)).unwrap();
+            match session.login(UserType::User, Some(&pin(&user_pin))) {
+                Ok(()) => println!("CKR_OK"),
+                Err(err) => println!("{:?}", rv::<()>(Err(err))),
+            }
+        }
+        ["flags", token] => {
+            let info = pkcs11.get_token_info(slot(&pkcs11, token)).unwrap();
+            println!(
+                "user_count_low={} user_final_try={} user_locked={} so_count_low={} so_locked={}",
+                info.user_pin_count_low(),
+                info.user_pin_final_try(),
+                info.user_pin_locked(),
+                info.so_pin_count_low(),
+                info.so_pin_locked()
+            );
+        }
+        ["timing", token, label] => {
+            let session = pkcs11.open_ro_session(slot(&pkcs11, token)).unwrap();
+            let init_open_us = started.elapsed().as_micros();
+            session
+                .login(UserType::User, Some(&pin(&user_pin)))
+                .unwrap();
+            let searched = Instant::now();
+            let found = session
+                .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+                .unwrap();
+            let find_us = searched.elapsed().as_micros();
+            assert_eq!(found.len(), 1, "exactly one object labelled {label}");
+            println!("init_open_us {init_open_us} find_us {find_us}");
+        }
+        _ => {
+            eprintln!("usage: kf-worker create TOKEN PREFIX COUNT | list TOKEN data|keys | login TOKEN | flags TOKEN | timing TOKEN LABEL");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn slot(pkcs11: &Pkcs11, label: &str) -> Slot {
+    pkcs11
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|slot| pkcs11.get_token_info(*slot).unwrap().label() == label)
+        .unwrap_or_else(|| panic!("no token {label}"))
+}

@@ -1,0 +1,111 @@
+//! 100 000 objects on one token: opening the token and finding one object by label cost
+//! about what they cost with 100. Ratios, measured in fresh processes, never absolute times.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests
+
+use cryptoki::object::Attribute;
+use keyferry_core::token::attr::{self, Value};
+use keyferry_tests::{fresh_token, keyferry_token_dir, worker, Module};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_kf-worker");
+const CKO_DATA: u64 = 0;
+const CKA_CLASS: u64 = 0x0;
+const CKA_TOKEN: u64 = 0x1;
+const CKA_PRIVATE: u64 = 0x2;
+const CKA_LABEL: u64 = 0x3;
+const CKA_UNIQUE_ID: u64 = 0x4;
+const CKA_MODIFIABLE: u64 = 0x170;
+const CKA_COPYABLE: u64 = 0x171;
+const CKA_DESTROYABLE: u64 = 0x172;
+
+/// Add `count` public data objects to a token file in one transaction, row for row as
+/// keyferry stores them (creating them one call at a time would take minutes).
+fn bulk_fill(token: &str, count: usize) {
+    let pkcs11 = Module::Keyferry.pkcs11();
+    let slot = keyferry_tests::slot_of(Module::Keyferry, token);
+    let serial = pkcs11
+        .get_token_info(slot)
+        .unwrap()
+        .serial_number()
+        .trim()
+        .to_string();
+    let mut conn =
+        rusqlite::Connection::open(keyferry_token_dir().join(format!("{serial}.kftoken"))).unwrap();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare("INSERT INTO objects (unique_id, class, label, ckid, private, attrs, sealed) VALUES (?1, 0, ?2, x'', 0, ?3, NULL)")
+            .unwrap();
+        for index in 0..count {
+            let label = format!("obj-{index}");
+            let unique_id = format!("bulk-{token}-{index}");
+            let row = [
+                (CKA_CLASS, Value::ulong(CKO_DATA as _)),
+                (CKA_TOKEN, Value::bool(true)),
+                (CKA_PRIVATE, Value::bool(false)),
+                (CKA_MODIFIABLE, Value::bool(true)),
+                (CKA_COPYABLE, Value::bool(true)),
+                (CKA_DESTROYABLE, Value::bool(true)),
+                (CKA_LABEL, Value::bytes(label.clone().into_bytes())),
+                (CKA_UNIQUE_ID, Value::bytes(unique_id.clone().into_bytes())),
+            ];
+            let attributes: Vec<_> = row
+                .into_iter()
+                .map(|(kind, value)| attr::Attribute::new(kind as _, value))
+                .collect();
+            insert
+                .execute(rusqlite::params![
+                    unique_id,
+                    label.as_bytes(),
+                    attr::encode(&attributes)
+                ])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+/// The fastest of five runs of (C_Initialize + C_OpenSession, find by label), in µs.
+fn timing(token: &str, label: &str) -> (u64, u64) {
+    let mut best = (u64::MAX, u64::MAX);
+    for _ in 0..5 {
+        let line = worker(WORKER, &["timing", token, label], &[]);
+        let numbers: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|word| word.parse().ok())
+            .collect();
+        best = (best.0.min(numbers[0]), best.1.min(numbers[1]));
+    }
+    best
+}
+
+#[test]
+fn opening_and_finding_do_not_grow_with_the_number_of_objects() {
+    let (_, small) = fresh_token(Module::Keyferry, "scale-100");
+    let (_, large) = fresh_token(Module::Keyferry, "scale-100k");
+    bulk_fill(&small, 100);
+    bulk_fill(&large, 100_000);
+    // The module in this process sees the bulk rows too.
+    let slot = keyferry_tests::slot_of(Module::Keyferry, &large);
+    let session = Module::Keyferry.pkcs11().open_ro_session(slot).unwrap();
+    assert_eq!(
+        session
+            .find_objects(&[Attribute::Label(b"obj-99999".to_vec())])
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let (small_open, small_find) = timing(&small, "obj-50");
+    let (large_open, large_find) = timing(&large, "obj-50000");
+    println!("100 objects: init+open {small_open} µs, find {small_find} µs");
+    println!("100 000 objects: init+open {large_open} µs, find {large_find} µs");
+    // Generous bounds: a shared, noisy machine, and a millisecond of slack for tiny values.
+    assert!(
+        large_open <= 4 * small_open + 1_000,
+        "init+open grew: {small_open} µs -> {large_open} µs"
+    );
+    assert!(
+        large_find <= 4 * small_find + 1_000,
+        "find by label grew: {small_find} µs -> {large_find} µs"
+    );
+}
