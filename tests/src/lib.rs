@@ -81,7 +81,7 @@ pub fn keyferry_build() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/<test binary> or target/<profile>/<bin>
     exe.ancestors()
-        .find(|dir| dir.join("libkeyferry_pkcs11.so").is_file() || dir.join("build").is_dir())
+        .find(|dir| dir.join("deps").is_dir())
         .map(Path::to_path_buf)
         .expect("the cargo target directory")
 }
