@@ -5,17 +5,12 @@
 use cryptoki::object::Attribute;
 use keyferry_core::token::attr::{self, Value};
 use keyferry_tests::{fresh_token, keyferry_token_dir, worker, Module};
+use pkcs11_sys::{
+    CKA_CLASS, CKA_COPYABLE, CKA_DESTROYABLE, CKA_LABEL, CKA_MODIFIABLE, CKA_PRIVATE, CKA_TOKEN,
+    CKA_UNIQUE_ID, CKO_DATA,
+};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_kf-worker");
-const CKO_DATA: u64 = 0;
-const CKA_CLASS: u64 = 0x0;
-const CKA_TOKEN: u64 = 0x1;
-const CKA_PRIVATE: u64 = 0x2;
-const CKA_LABEL: u64 = 0x3;
-const CKA_UNIQUE_ID: u64 = 0x4;
-const CKA_MODIFIABLE: u64 = 0x170;
-const CKA_COPYABLE: u64 = 0x171;
-const CKA_DESTROYABLE: u64 = 0x172;
 
 /// Add `count` public data objects to a token file in one transaction, row for row as
 /// keyferry stores them (creating them one call at a time would take minutes).
@@ -39,7 +34,7 @@ fn bulk_fill(token: &str, count: usize) {
             let label = format!("obj-{index}");
             let unique_id = format!("bulk-{token}-{index}");
             let row = [
-                (CKA_CLASS, Value::ulong(CKO_DATA as _)),
+                (CKA_CLASS, Value::ulong(CKO_DATA)),
                 (CKA_TOKEN, Value::bool(true)),
                 (CKA_PRIVATE, Value::bool(false)),
                 (CKA_MODIFIABLE, Value::bool(true)),
@@ -50,7 +45,7 @@ fn bulk_fill(token: &str, count: usize) {
             ];
             let attributes: Vec<_> = row
                 .into_iter()
-                .map(|(kind, value)| attr::Attribute::new(kind as _, value))
+                .map(|(kind, value)| attr::Attribute::new(kind, value))
                 .collect();
             insert
                 .execute(rusqlite::params![

@@ -9,10 +9,9 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use cryptoki::session::Session;
 use keyferry_core::token::attr::{self, Value};
 use keyferry_tests::{fresh_token, keyferry_token_dir, rv, user_session, worker, Module};
+use pkcs11_sys::{CKA_EXTRACTABLE, CKA_SENSITIVE, CK_ATTRIBUTE_TYPE};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_kf-worker");
-const CKA_EXTRACTABLE: u64 = 0x162;
-const CKA_SENSITIVE: u64 = 0x103;
 
 fn key(session: &Session, label: &str, byte: u8) -> cryptoki::object::ObjectHandle {
     session
@@ -30,7 +29,7 @@ fn key(session: &Session, label: &str, byte: u8) -> cryptoki::object::ObjectHand
 
 /// Flip a boolean attribute of the object labelled `label`, as someone with the sqlite3
 /// CLI would: straight in the stored row.
-fn flip(token_file: &PathBuf, label: &str, kind: u64) {
+fn flip(token_file: &PathBuf, label: &str, kind: CK_ATTRIBUTE_TYPE) {
     let conn = rusqlite::Connection::open(token_file).unwrap();
     let stored: Vec<u8> = conn
         .query_row(
@@ -42,7 +41,7 @@ fn flip(token_file: &PathBuf, label: &str, kind: u64) {
     let mut attributes = attr::decode(&stored).expect("a readable row");
     let target = attributes
         .iter_mut()
-        .find(|a| a.kind as u64 == kind)
+        .find(|a| a.kind == kind)
         .expect("the attribute is stored");
     let flipped = target
         .value
