@@ -110,11 +110,28 @@ const MAX_DEPTH: usize = 4;
 /// Encode attributes: per attribute a u64 type, a tag, a u32 length, then the body.
 /// Little-endian, so a token file reads the same on every host.
 pub fn encode(template: &[Attribute]) -> Vec<u8> {
-    let mut out = Vec::new();
+    // Sized up front: growing would leave copies of key material in freed memory.
+    let mut out = Vec::with_capacity(encoded_len(template));
     encode_into(template, &mut out);
     out
 }
 
+fn encoded_len(template: &[Attribute]) -> usize {
+    template
+        .iter()
+        .map(|attr| {
+            13 + match &attr.value {
+                Value::Bytes(bytes) => bytes.len(),
+                Value::Nested(inner) => encoded_len(inner),
+            }
+        })
+        .sum()
+}
+
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "CK_ULONG is u64 here but u32 on Windows; the cast keeps the code portable"
+)]
 fn encode_into(template: &[Attribute], out: &mut Vec<u8>) {
     for attr in template {
         out.extend_from_slice(&(attr.kind as u64).to_le_bytes());
@@ -125,10 +142,9 @@ fn encode_into(template: &[Attribute], out: &mut Vec<u8>) {
                 out.extend_from_slice(bytes);
             }
             Value::Nested(inner) => {
-                let body = encode(inner);
                 out.push(TAG_NESTED);
-                out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-                out.extend_from_slice(&body);
+                out.extend_from_slice(&(encoded_len(inner) as u32).to_le_bytes());
+                encode_into(inner, out);
             }
         }
     }
@@ -180,6 +196,7 @@ mod tests {
             Attribute::new(CKA_VALUE_LEN, Value::ulong(32)),
         ];
         let encoded = encode(&template);
+        assert_eq!(encoded.len(), encoded.capacity());
         assert!(decode(&encoded) == Some(template));
     }
 

@@ -307,6 +307,10 @@ impl TokenState {
         }
     }
 
+    #[allow(
+        clippy::unnecessary_cast,
+        reason = "CK_ULONG is u64 here but u32 on Windows; the cast keeps the code portable"
+    )]
     fn seal(&self, object: &Object) -> Result<StoredObject> {
         let unique_id = String::from_utf8(object.bytes(CKA_UNIQUE_ID).unwrap_or_default().to_vec())
             .map_err(|_| Error::General("unique id is not UTF-8".into()))?;
@@ -323,7 +327,8 @@ impl TokenState {
         let needs_seal = object.is_private() || !secret.is_empty();
         let sealed = if needs_seal {
             let key = self.object_key.as_ref().ok_or(Error::UserNotLoggedIn)?;
-            Some(key.seal(&policy_aad(object), &attr::encode(&secret))?)
+            let plaintext = zeroize::Zeroizing::new(attr::encode(&secret));
+            Some(key.seal(&policy_aad(object), &plaintext)?)
         } else {
             None
         };
@@ -456,6 +461,10 @@ impl TokenState {
 
     /// Every visible object matching a template: token objects through the indexes, then
     /// session objects.
+    #[allow(
+        clippy::unnecessary_cast,
+        reason = "CK_ULONG is u64 here but u32 on Windows; the cast keeps the code portable"
+    )]
     pub fn find(
         &mut self,
         template: &[Attribute],
