@@ -10,6 +10,8 @@ mod key_mgmt;
 mod object;
 mod session;
 mod slot_token;
+#[cfg(test)]
+mod tests;
 
 pub use crypto::*;
 pub use general::*;

@@ -368,7 +368,7 @@ impl Module {
     }
 
     /// `C_CloseAllSessions`. The spare slot has no sessions to close: CKR_OK, since
-    /// PKCS#11 3.0 §5.6.2 lists no CKR_TOKEN_NOT_RECOGNIZED for this function.
+    /// PKCS#11 3.0 §5.6.3 lists no CKR_TOKEN_NOT_RECOGNIZED for this function.
     pub fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
         self.token(slot)?;
         let handles: Vec<_> = self
@@ -806,7 +806,8 @@ fn check_pin(token: &Token, role: Role, pin: &[u8], max_attempts: u32) -> Result
 fn pin_flags(failures: u32, max: u32, [low, final_try, locked]: [CK_FLAGS; 3]) -> CK_FLAGS {
     match failures {
         0 => 0,
-        n if n >= max => locked,
+        // COUNT_LOW still holds: a wrong PIN was entered since the last success.
+        n if n >= max => low | locked,
         n if n + 1 == max => low | final_try,
         _ => low,
     }
