@@ -9,6 +9,18 @@ use crate::store::StorageError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The plaintext has the wrong length for the mechanism.
+    #[error("data length out of range")]
+    DataLenRange,
+    /// The data is malformed for the mechanism.
+    #[error("data invalid")]
+    DataInvalid,
+    /// The ciphertext failed authentication or its padding is wrong.
+    #[error("encrypted data invalid")]
+    EncryptedDataInvalid,
+    /// The ciphertext has the wrong length for the mechanism.
+    #[error("encrypted data length out of range")]
+    EncryptedDataLenRange,
     /// The object's CKA_COPYABLE or CKA_DESTROYABLE forbids the action.
     #[error("action prohibited by the object's attributes")]
     ActionProhibited,
@@ -51,9 +63,27 @@ pub enum Error {
     /// A failure with no closer code; the text names it for the log.
     #[error("{0}")]
     General(String),
+    /// The key's attributes forbid this use (CKA_ENCRYPT, CKA_SIGN, …).
+    #[error("key function not permitted")]
+    KeyFunctionNotPermitted,
     /// The key handle is not a key of this token.
     #[error("key handle invalid")]
     KeyHandleInvalid,
+    /// The key's value may not join a digest (it is sensitive or unextractable).
+    #[error("key indigestible")]
+    KeyIndigestible,
+    /// The key is not wrappable: CKA_WRAP_WITH_TRUSTED and an untrusted wrapping key.
+    #[error("key not wrappable")]
+    KeyNotWrappable,
+    /// The key's length does not suit the mechanism.
+    #[error("key size out of range")]
+    KeySizeRange,
+    /// The key's class or type does not suit the mechanism.
+    #[error("key type inconsistent")]
+    KeyTypeInconsistent,
+    /// The key is CKA_EXTRACTABLE false.
+    #[error("key unextractable")]
+    KeyUnextractable,
     /// The mechanism is unknown or not allowed for this call.
     #[error("mechanism 0x{0:x} invalid")]
     MechanismInvalid(CK_MECHANISM_TYPE),
@@ -75,6 +105,12 @@ pub enum Error {
     /// The operation was never initialised on this session.
     #[error("operation not initialised")]
     OperationNotInitialized,
+    /// A MAC or signature does not verify.
+    #[error("signature invalid")]
+    SignatureInvalid,
+    /// A MAC or signature has the wrong length.
+    #[error("signature length out of range")]
+    SignatureLenRange,
     /// The PIN does not match.
     #[error("PIN incorrect")]
     PinIncorrect,
@@ -138,9 +174,33 @@ pub enum Error {
     /// The user PIN was never set.
     #[error("user PIN not initialised")]
     UserPinNotInitialized,
+    /// The unwrapping key handle is not a key of this token.
+    #[error("unwrapping key handle invalid")]
+    UnwrappingKeyHandleInvalid,
+    /// The unwrapping key's length does not suit the mechanism.
+    #[error("unwrapping key size out of range")]
+    UnwrappingKeySizeRange,
+    /// The unwrapping key's type does not suit the mechanism.
+    #[error("unwrapping key type inconsistent")]
+    UnwrappingKeyTypeInconsistent,
     /// The user type is not CKU_SO, CKU_USER or CKU_CONTEXT_SPECIFIC.
     #[error("user type invalid")]
     UserTypeInvalid,
+    /// A wrapped key failed authentication or is malformed.
+    #[error("wrapped key invalid")]
+    WrappedKeyInvalid,
+    /// A wrapped key has the wrong length.
+    #[error("wrapped key length out of range")]
+    WrappedKeyLenRange,
+    /// The wrapping key handle is not a key of this token.
+    #[error("wrapping key handle invalid")]
+    WrappingKeyHandleInvalid,
+    /// The wrapping key's length does not suit the mechanism.
+    #[error("wrapping key size out of range")]
+    WrappingKeySizeRange,
+    /// The wrapping key's type does not suit the mechanism.
+    #[error("wrapping key type inconsistent")]
+    WrappingKeyTypeInconsistent,
 }
 
 impl Error {
@@ -158,10 +218,20 @@ impl Error {
             Self::Config(_) => CKR_GENERAL_ERROR,
             Self::CryptokiAlreadyInitialized => CKR_CRYPTOKI_ALREADY_INITIALIZED,
             Self::CryptokiNotInitialized => CKR_CRYPTOKI_NOT_INITIALIZED,
+            Self::DataInvalid => CKR_DATA_INVALID,
+            Self::DataLenRange => CKR_DATA_LEN_RANGE,
+            Self::EncryptedDataInvalid => CKR_ENCRYPTED_DATA_INVALID,
+            Self::EncryptedDataLenRange => CKR_ENCRYPTED_DATA_LEN_RANGE,
             Self::FunctionNotParallel => CKR_FUNCTION_NOT_PARALLEL,
             Self::FunctionNotSupported => CKR_FUNCTION_NOT_SUPPORTED,
             Self::General(_) => CKR_GENERAL_ERROR,
+            Self::KeyFunctionNotPermitted => CKR_KEY_FUNCTION_NOT_PERMITTED,
             Self::KeyHandleInvalid => CKR_KEY_HANDLE_INVALID,
+            Self::KeyIndigestible => CKR_KEY_INDIGESTIBLE,
+            Self::KeyNotWrappable => CKR_KEY_NOT_WRAPPABLE,
+            Self::KeySizeRange => CKR_KEY_SIZE_RANGE,
+            Self::KeyTypeInconsistent => CKR_KEY_TYPE_INCONSISTENT,
+            Self::KeyUnextractable => CKR_KEY_UNEXTRACTABLE,
             Self::MechanismInvalid(_) => CKR_MECHANISM_INVALID,
             Self::MechanismParamInvalid => CKR_MECHANISM_PARAM_INVALID,
             Self::NoEvent => CKR_NO_EVENT,
@@ -175,6 +245,8 @@ impl Error {
             Self::PinLocked => CKR_PIN_LOCKED,
             Self::RandomSeedNotSupported => CKR_RANDOM_SEED_NOT_SUPPORTED,
             Self::SessionCount => CKR_SESSION_COUNT,
+            Self::SignatureInvalid => CKR_SIGNATURE_INVALID,
+            Self::SignatureLenRange => CKR_SIGNATURE_LEN_RANGE,
             Self::SessionExists => CKR_SESSION_EXISTS,
             Self::SessionHandleInvalid => CKR_SESSION_HANDLE_INVALID,
             Self::SessionParallelNotSupported => CKR_SESSION_PARALLEL_NOT_SUPPORTED,
@@ -190,7 +262,15 @@ impl Error {
             Self::UserAnotherAlreadyLoggedIn => CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
             Self::UserNotLoggedIn => CKR_USER_NOT_LOGGED_IN,
             Self::UserPinNotInitialized => CKR_USER_PIN_NOT_INITIALIZED,
+            Self::UnwrappingKeyHandleInvalid => CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+            Self::UnwrappingKeySizeRange => CKR_UNWRAPPING_KEY_SIZE_RANGE,
+            Self::UnwrappingKeyTypeInconsistent => CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT,
             Self::UserTypeInvalid => CKR_USER_TYPE_INVALID,
+            Self::WrappedKeyInvalid => CKR_WRAPPED_KEY_INVALID,
+            Self::WrappedKeyLenRange => CKR_WRAPPED_KEY_LEN_RANGE,
+            Self::WrappingKeyHandleInvalid => CKR_WRAPPING_KEY_HANDLE_INVALID,
+            Self::WrappingKeySizeRange => CKR_WRAPPING_KEY_SIZE_RANGE,
+            Self::WrappingKeyTypeInconsistent => CKR_WRAPPING_KEY_TYPE_INCONSISTENT,
         }
     }
 }

@@ -1,10 +1,13 @@
 //! The only code that touches caller memory: pointers and lengths in, Rust types out,
 //! and the PKCS#11 output conventions (length queries, `CKR_BUFFER_TOO_SMALL`).
 
+use keyferry_core::mech::params::Parameter;
 use keyferry_core::token::attr::{Attribute, Template, Value};
+use keyferry_core::token::crypto::Output;
 use keyferry_core::token::object::{Object, Read};
 use keyferry_core::{Error, Result};
 use pkcs11_sys::*;
+use zeroize::Zeroizing;
 
 /// Bytes of one CK_ATTRIBUTE, the unit of nested-template lengths.
 const ATTRIBUTE_SIZE: usize = std::mem::size_of::<CK_ATTRIBUTE>();
@@ -242,19 +245,115 @@ unsafe fn write_value(attribute: &mut CK_ATTRIBUTE, value: &Value) -> Result<boo
     Ok(true)
 }
 
-/// A mechanism and its parameter bytes.
+/// A mechanism and its parameter: the structures with pointers are read here
+/// (CK_GCM_PARAMS, CK_KEY_DERIVATION_STRING_DATA, CK_AES_CBC_ENCRYPT_DATA_PARAMS); every
+/// other parameter is passed on as bytes for the mechanism to check.
 ///
 /// # Safety
 /// `p` is NULL or points to a CK_MECHANISM whose parameter is NULL or valid for
-/// `ulParameterLen` bytes.
-pub(crate) unsafe fn in_mechanism<'a>(
+/// `ulParameterLen` bytes, and for the structured parameters above, whose pointers are
+/// NULL or valid for their lengths.
+pub(crate) unsafe fn in_mechanism(
     p: *const CK_MECHANISM,
-) -> Result<(CK_MECHANISM_TYPE, &'a [u8])> {
+) -> Result<(CK_MECHANISM_TYPE, Parameter)> {
     // SAFETY: non-NULL pointers are valid for one CK_MECHANISM by the contract.
     let mechanism = unsafe { p.as_ref() }.ok_or(Error::ArgumentsBad("NULL mechanism"))?;
-    // SAFETY: the parameter is NULL or valid for its length by the contract.
-    let parameter =
-        unsafe { in_slice(mechanism.pParameter as *const u8, mechanism.ulParameterLen) }
-            .map_err(|_| Error::MechanismParamInvalid)?;
+    let invalid = |_| Error::MechanismParamInvalid;
+    let raw = mechanism.pParameter as *const u8;
+    let parameter = match mechanism.mechanism {
+        CKM_AES_GCM => {
+            // SAFETY: the contract covers a CK_GCM_PARAMS behind a parameter of its size.
+            let gcm = unsafe { in_struct::<CK_GCM_PARAMS>(raw, mechanism.ulParameterLen) }?;
+            Parameter::Gcm {
+                // SAFETY: the IV and AAD pointers are valid for their lengths by the contract.
+                iv: unsafe { in_slice(gcm.pIv, gcm.ulIvLen) }
+                    .map_err(invalid)?
+                    .to_vec(),
+                // SAFETY: as above.
+                aad: unsafe { in_slice(gcm.pAAD, gcm.ulAADLen) }
+                    .map_err(invalid)?
+                    .to_vec(),
+                tag_bits: gcm.ulTagBits,
+            }
+        }
+        CKM_AES_ECB_ENCRYPT_DATA => {
+            // SAFETY: the contract covers the structure and its data pointer.
+            let data = unsafe {
+                in_struct::<CK_KEY_DERIVATION_STRING_DATA>(raw, mechanism.ulParameterLen)
+            }?;
+            // SAFETY: as above.
+            let bytes = unsafe { in_slice(data.pData, data.ulLen) }.map_err(invalid)?;
+            Parameter::DeriveData(Zeroizing::new(bytes.to_vec()))
+        }
+        CKM_AES_CBC_ENCRYPT_DATA => {
+            // SAFETY: the contract covers the structure and its data pointer.
+            let data = unsafe {
+                in_struct::<CK_AES_CBC_ENCRYPT_DATA_PARAMS>(raw, mechanism.ulParameterLen)
+            }?;
+            // SAFETY: as above.
+            let bytes = unsafe { in_slice(data.pData, data.length) }.map_err(invalid)?;
+            Parameter::CbcDeriveData {
+                iv: data.iv,
+                data: Zeroizing::new(bytes.to_vec()),
+            }
+        }
+        // SAFETY: the parameter is NULL or valid for its length by the contract.
+        _ => Parameter::Bytes(
+            unsafe { in_slice(raw, mechanism.ulParameterLen) }
+                .map_err(invalid)?
+                .to_vec(),
+        ),
+    };
     Ok((mechanism.mechanism, parameter))
+}
+
+/// A parameter structure, which must be exactly its size.
+///
+/// # Safety
+/// `p` is NULL or valid for `len` bytes.
+unsafe fn in_struct<'a, T>(p: *const u8, len: CK_ULONG) -> Result<&'a T> {
+    if p.is_null()
+        || length(len)? != std::mem::size_of::<T>()
+        || p.align_offset(std::mem::align_of::<T>()) != 0
+    {
+        return Err(Error::MechanismParamInvalid);
+    }
+    // SAFETY: non-NULL, aligned and valid for size_of::<T>() bytes, checked above.
+    Ok(unsafe { &*(p as *const T) })
+}
+
+/// Write a call's output with the length-query protocol: `produce` gets the caller's
+/// capacity (`None` for a NULL buffer) and says what to report.
+///
+/// # Safety
+/// `len` is NULL or valid for one CK_ULONG; `p` is NULL or valid for `*len` writable bytes.
+pub(crate) unsafe fn out_bytes(
+    p: *mut u8,
+    len: *mut CK_ULONG,
+    produce: impl FnOnce(Option<usize>) -> Result<Output>,
+) -> Result<()> {
+    // SAFETY: the caller's contract is ours.
+    let len = unsafe { out(len) }?;
+    let capacity = if p.is_null() {
+        None
+    } else {
+        Some(length(*len)?)
+    };
+    match produce(capacity)? {
+        Output::Length(needed) => {
+            *len = needed as CK_ULONG;
+            Ok(())
+        }
+        Output::TooSmall(needed) => {
+            *len = needed as CK_ULONG;
+            Err(Error::BufferTooSmall)
+        }
+        Output::Data(data) => {
+            // SAFETY: `produce` returns Data only when it fits the capacity read from `*len`,
+            // for which `p` is valid.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+            *len = data.len() as CK_ULONG;
+            Ok(())
+        }
+    }
 }

@@ -36,7 +36,7 @@ unsafe fn generate_key(
             in_template(template, count)?,
         )
     };
-    *key = module.generate_key(session, mechanism, parameter, &template)?;
+    *key = module.generate_key(session, mechanism, &parameter, &template)?;
     Ok(())
 }
 

@@ -5,7 +5,110 @@ use pkcs11_sys::*;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::mech::cipher::{self, Cipher, Direction};
+use crate::mech::params::Parameter;
 use crate::mech::{Mechanism, random_secret};
+
+/// The key sizes and functions of the AES cipher modes.
+fn cipher_info() -> CK_MECHANISM_INFO {
+    CK_MECHANISM_INFO {
+        ulMinKeySize: 16,
+        ulMaxKeySize: 32,
+        flags: CKF_ENCRYPT | CKF_DECRYPT,
+    }
+}
+
+/// CKM_AES_ECB.
+pub struct Ecb;
+
+impl Mechanism for Ecb {
+    fn info(&self) -> CK_MECHANISM_INFO {
+        cipher_info()
+    }
+    fn key_types(&self) -> &'static [CK_KEY_TYPE] {
+        &[CKK_AES]
+    }
+    fn cipher(
+        &self,
+        key: &[u8],
+        direction: Direction,
+        parameter: &Parameter,
+    ) -> Result<Box<dyn Cipher>> {
+        parameter.none()?;
+        Ok(Box::new(cipher::BlockMode::new(
+            key, direction, None, false,
+        )?))
+    }
+}
+
+/// CKM_AES_CBC and CKM_AES_CBC_PAD (PKCS#7 padding).
+pub struct Cbc {
+    /// CKM_AES_CBC_PAD.
+    pub padded: bool,
+}
+
+impl Mechanism for Cbc {
+    fn info(&self) -> CK_MECHANISM_INFO {
+        cipher_info()
+    }
+    fn key_types(&self) -> &'static [CK_KEY_TYPE] {
+        &[CKK_AES]
+    }
+    fn cipher(
+        &self,
+        key: &[u8],
+        direction: Direction,
+        parameter: &Parameter,
+    ) -> Result<Box<dyn Cipher>> {
+        let iv = parameter.iv16()?;
+        Ok(Box::new(cipher::BlockMode::new(
+            key,
+            direction,
+            Some(iv),
+            self.padded,
+        )?))
+    }
+}
+
+/// CKM_AES_CTR.
+pub struct Ctr;
+
+impl Mechanism for Ctr {
+    fn info(&self) -> CK_MECHANISM_INFO {
+        cipher_info()
+    }
+    fn key_types(&self) -> &'static [CK_KEY_TYPE] {
+        &[CKK_AES]
+    }
+    fn cipher(
+        &self,
+        key: &[u8],
+        _direction: Direction,
+        parameter: &Parameter,
+    ) -> Result<Box<dyn Cipher>> {
+        Ok(Box::new(cipher::Counter::new(key, parameter)?))
+    }
+}
+
+/// CKM_AES_GCM.
+pub struct Gcm;
+
+impl Mechanism for Gcm {
+    fn info(&self) -> CK_MECHANISM_INFO {
+        cipher_info()
+    }
+    fn key_types(&self) -> &'static [CK_KEY_TYPE] {
+        &[CKK_AES]
+    }
+    fn cipher(
+        &self,
+        key: &[u8],
+        direction: Direction,
+        parameter: &Parameter,
+    ) -> Result<Box<dyn Cipher>> {
+        Ok(Box::new(cipher::Gcm::new(key, direction, parameter)?))
+    }
+}
 
 /// CKM_AES_KEY_GEN.
 pub struct KeyGen;

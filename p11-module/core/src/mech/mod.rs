@@ -2,17 +2,38 @@
 //! `C_GetMechanismInfo` and every function that takes a mechanism.
 
 mod aes;
+pub mod cipher;
+pub mod digest;
 mod generic;
+pub mod mac;
+pub mod params;
 
 use pkcs11_sys::*;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use cipher::{Cipher, Direction};
+use digest::{Algorithm, Hash};
+use mac::MacOperation;
+use params::Parameter;
 
-/// A mechanism. Default methods refuse what it does not do.
+/// A mechanism. Default methods refuse what it does not do; callers check `info().flags`
+/// first, so a refusal here is a registry mistake, not a caller's.
 pub trait Mechanism: Send + Sync {
     /// Key sizes and the functions it serves, exactly as the functions accept them.
     fn info(&self) -> CK_MECHANISM_INFO;
+
+    /// Key types its key operations accept.
+    fn key_types(&self) -> &'static [CK_KEY_TYPE] {
+        &[]
+    }
+
+    /// Whether a key of `len` bytes suits it.
+    fn key_size_ok(&self, len: usize) -> bool {
+        let info = self.info();
+        CK_ULONG::try_from(len)
+            .is_ok_and(|len| (info.ulMinKeySize..=info.ulMaxKeySize).contains(&len))
+    }
 
     /// The class and key type of the keys `generate_key` makes.
     fn generates(&self) -> Option<(CK_OBJECT_CLASS, CK_KEY_TYPE)> {
@@ -21,13 +42,122 @@ pub trait Mechanism: Send + Sync {
 
     /// Make a secret key's value; `value_len` is the template's CKA_VALUE_LEN.
     fn generate_key(&self, _value_len: Option<CK_ULONG>) -> Result<Zeroizing<Vec<u8>>> {
-        Err(Error::FunctionNotSupported)
+        Err(unsupported())
+    }
+
+    /// Start an encryption or decryption.
+    fn cipher(
+        &self,
+        _key: &[u8],
+        _direction: Direction,
+        _parameter: &Parameter,
+    ) -> Result<Box<dyn Cipher>> {
+        Err(unsupported())
+    }
+
+    /// Start a digest.
+    fn digest(&self, _parameter: &Parameter) -> Result<Box<dyn Hash>> {
+        Err(unsupported())
+    }
+
+    /// Start a MAC (sign or verify).
+    fn mac(&self, _key: &[u8], _parameter: &Parameter) -> Result<MacOperation> {
+        Err(unsupported())
     }
 }
 
+fn unsupported() -> Error {
+    Error::General("mechanism registry: function not provided by this mechanism".into())
+}
+
+use digest::Digest;
+use mac::{CmacMechanism, HmacMechanism};
+
 static MECHANISMS: &[(CK_MECHANISM_TYPE, &dyn Mechanism)] = &[
     (CKM_AES_KEY_GEN, &aes::KeyGen),
+    (CKM_AES_ECB, &aes::Ecb),
+    (CKM_AES_CBC, &aes::Cbc { padded: false }),
+    (CKM_AES_CBC_PAD, &aes::Cbc { padded: true }),
+    (CKM_AES_CTR, &aes::Ctr),
+    (CKM_AES_GCM, &aes::Gcm),
+    (CKM_AES_CMAC, &CmacMechanism { general: false }),
+    (CKM_AES_CMAC_GENERAL, &CmacMechanism { general: true }),
     (CKM_GENERIC_SECRET_KEY_GEN, &generic::KeyGen),
+    (CKM_SHA_1, &Digest(Algorithm::Sha1)),
+    (CKM_SHA224, &Digest(Algorithm::Sha224)),
+    (CKM_SHA256, &Digest(Algorithm::Sha256)),
+    (CKM_SHA384, &Digest(Algorithm::Sha384)),
+    (CKM_SHA512, &Digest(Algorithm::Sha512)),
+    (
+        CKM_SHA_1_HMAC,
+        &HmacMechanism {
+            hash: Algorithm::Sha1,
+            general: false,
+        },
+    ),
+    (
+        CKM_SHA_1_HMAC_GENERAL,
+        &HmacMechanism {
+            hash: Algorithm::Sha1,
+            general: true,
+        },
+    ),
+    (
+        CKM_SHA224_HMAC,
+        &HmacMechanism {
+            hash: Algorithm::Sha224,
+            general: false,
+        },
+    ),
+    (
+        CKM_SHA224_HMAC_GENERAL,
+        &HmacMechanism {
+            hash: Algorithm::Sha224,
+            general: true,
+        },
+    ),
+    (
+        CKM_SHA256_HMAC,
+        &HmacMechanism {
+            hash: Algorithm::Sha256,
+            general: false,
+        },
+    ),
+    (
+        CKM_SHA256_HMAC_GENERAL,
+        &HmacMechanism {
+            hash: Algorithm::Sha256,
+            general: true,
+        },
+    ),
+    (
+        CKM_SHA384_HMAC,
+        &HmacMechanism {
+            hash: Algorithm::Sha384,
+            general: false,
+        },
+    ),
+    (
+        CKM_SHA384_HMAC_GENERAL,
+        &HmacMechanism {
+            hash: Algorithm::Sha384,
+            general: true,
+        },
+    ),
+    (
+        CKM_SHA512_HMAC,
+        &HmacMechanism {
+            hash: Algorithm::Sha512,
+            general: false,
+        },
+    ),
+    (
+        CKM_SHA512_HMAC_GENERAL,
+        &HmacMechanism {
+            hash: Algorithm::Sha512,
+            general: true,
+        },
+    ),
 ];
 
 /// Every mechanism type the token offers, in registry order.
@@ -42,6 +172,16 @@ pub fn lookup(kind: CK_MECHANISM_TYPE) -> Result<&'static dyn Mechanism> {
         .find(|(known, _)| *known == kind)
         .map(|(_, mechanism)| *mechanism)
         .ok_or(Error::MechanismInvalid(kind))
+}
+
+/// The mechanism of a type if it serves `flag` (CKF_ENCRYPT, …), else
+/// `CKR_MECHANISM_INVALID`.
+pub fn lookup_for(kind: CK_MECHANISM_TYPE, flag: CK_FLAGS) -> Result<&'static dyn Mechanism> {
+    let mechanism = lookup(kind)?;
+    if mechanism.info().flags & flag == 0 {
+        return Err(Error::MechanismInvalid(kind));
+    }
+    Ok(mechanism)
 }
 
 /// Fill `out` from the operating system's CSPRNG.
@@ -83,5 +223,27 @@ pub fn check_secret_len(key_type: Option<CK_KEY_TYPE>, len: usize) -> Result<()>
         Ok(())
     } else {
         Err(Error::AttributeValueInvalid(CKA_VALUE))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_advertised_function_is_implemented() {
+        let empty = Parameter::Bytes(vec![]);
+        for (kind, mechanism) in MECHANISMS {
+            let flags = mechanism.info().flags;
+            if flags & CKF_DIGEST != 0 {
+                assert!(mechanism.digest(&empty).is_ok(), "0x{kind:x} digest");
+            }
+            if flags & CKF_GENERATE != 0 {
+                assert!(mechanism.generates().is_some(), "0x{kind:x} generate");
+            }
+            if flags & (CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY) != 0 {
+                assert!(!mechanism.key_types().is_empty(), "0x{kind:x} key types");
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The module's state: slots and their tokens, sessions, login, objects.
 
 pub mod attr;
+pub mod crypto;
 pub mod object;
 pub mod rules;
 pub mod session;
@@ -16,6 +17,7 @@ use pkcs11_sys::*;
 use crate::config::{Config, MAX_PIN_LEN};
 use crate::error::{Error, Result};
 use crate::mech;
+use crate::mech::params::Parameter;
 use crate::store::keys::Key256;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Role, TokenRecord};
@@ -118,7 +120,7 @@ impl Module {
         }
     }
 
-    fn session(&self, handle: CK_SESSION_HANDLE) -> Result<Arc<Session>> {
+    pub(crate) fn session(&self, handle: CK_SESSION_HANDLE) -> Result<Arc<Session>> {
         self.sessions
             .read()
             .map_err(|_| poisoned())?
@@ -666,17 +668,15 @@ impl Module {
         &self,
         handle: CK_SESSION_HANDLE,
         mechanism: CK_MECHANISM_TYPE,
-        parameter: &[u8],
+        parameter: &Parameter,
         template: &[Attribute],
     ) -> Result<CK_OBJECT_HANDLE> {
         let session = self.session(handle)?;
-        let generator = mech::lookup(mechanism)?;
+        let generator = mech::lookup_for(mechanism, CKF_GENERATE)?;
         let (class, key_type) = generator
             .generates()
             .ok_or(Error::MechanismInvalid(mechanism))?;
-        if !parameter.is_empty() {
-            return Err(Error::MechanismParamInvalid);
-        }
+        parameter.none()?;
         let implied = [
             Attribute::new(CKA_CLASS, Value::ulong(class)),
             Attribute::new(CKA_KEY_TYPE, Value::ulong(key_type)),

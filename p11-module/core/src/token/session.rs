@@ -5,6 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use pkcs11_sys::*;
 
 use crate::error::{Error, Result};
+use crate::mech::cipher::{Cipher, Direction};
+use crate::mech::digest::Hash;
+use crate::mech::mac::MacOperation;
 use crate::token::slot::Token;
 
 /// An object search in progress (`C_FindObjectsInit` … `C_FindObjectsFinal`).
@@ -15,11 +18,59 @@ pub struct Find {
     pub returned: usize,
 }
 
-/// What a session is doing.
+/// A cryptographic operation in progress and whether a multi-part call has begun, after
+/// which the single-part call may no longer end it.
+pub struct Active<T: ?Sized> {
+    /// The state.
+    pub state: Box<T>,
+    /// Whether an *Update call has been made.
+    pub multipart: bool,
+}
+
+impl<T: ?Sized> Active<T> {
+    /// A fresh operation.
+    pub fn new(state: Box<T>) -> Self {
+        Self {
+            state,
+            multipart: false,
+        }
+    }
+}
+
+/// What a session is doing: at most one operation of each kind (PKCS#11 3.0 §5.2).
 #[derive(Default)]
 pub struct Operations {
     /// The active search, if any.
     pub find: Option<Find>,
+    /// C_EncryptInit … C_EncryptFinal.
+    pub encrypt: Option<Active<dyn Cipher>>,
+    /// C_DecryptInit … C_DecryptFinal.
+    pub decrypt: Option<Active<dyn Cipher>>,
+    /// C_DigestInit … C_DigestFinal.
+    pub digest: Option<Active<dyn Hash>>,
+    /// C_SignInit … C_SignFinal (MACs).
+    pub sign: Option<Active<MacOperation>>,
+    /// C_VerifyInit … C_VerifyFinal (MACs).
+    pub verify: Option<Active<MacOperation>>,
+}
+
+impl Operations {
+    /// The cipher slot of a direction.
+    pub fn cipher(&mut self, direction: Direction) -> &mut Option<Active<dyn Cipher>> {
+        match direction {
+            Direction::Encrypt => &mut self.encrypt,
+            Direction::Decrypt => &mut self.decrypt,
+        }
+    }
+
+    /// The MAC slot of sign (true) or verify (false).
+    pub fn mac(&mut self, sign: bool) -> &mut Option<Active<MacOperation>> {
+        if sign {
+            &mut self.sign
+        } else {
+            &mut self.verify
+        }
+    }
 }
 
 /// One session.

@@ -331,15 +331,24 @@ fn mechanism_list_length_query_short_buffer_and_contents() {
     let mut count = UNTOUCHED;
     // SAFETY: NULL list with a writable count.
     let rv = unsafe { get(0, null_mut(), &mut count) };
-    assert_eq!((rv, count), (CKR_OK, 2));
+    assert_eq!(rv, CKR_OK);
+    let list = mechanism_list(0);
+    assert_eq!(count as usize, list.len());
     let mut short = [UNTOUCHED; 1];
     let mut count: CK_ULONG = 1;
     // SAFETY: `short` holds `count` writable entries.
     let rv = unsafe { get(0, short.as_mut_ptr(), &mut count) };
-    assert_eq!((rv, count), (CKR_BUFFER_TOO_SMALL, 2));
+    assert_eq!((rv, count as usize), (CKR_BUFFER_TOO_SMALL, list.len()));
     assert_eq!(short, [UNTOUCHED]);
-    let list = mechanism_list(0);
-    assert_eq!(list, vec![CKM_AES_KEY_GEN, CKM_GENERIC_SECRET_KEY_GEN]);
+    for expected in [
+        CKM_AES_KEY_GEN,
+        CKM_GENERIC_SECRET_KEY_GEN,
+        CKM_AES_GCM,
+        CKM_SHA256,
+        CKM_SHA256_HMAC,
+    ] {
+        assert!(list.contains(&expected), "0x{expected:x} missing");
+    }
     let slot = init_token("mechanisms");
     assert_eq!(mechanism_list(slot), list);
 }

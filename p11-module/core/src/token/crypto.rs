@@ -1,0 +1,406 @@
+//! Encryption, decryption, digests and MACs on a session (PKCS#11 3.0 §5.8–§5.13):
+//! operation state, key checks, and the length-query protocol.
+
+use std::sync::Arc;
+
+use pkcs11_sys::*;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::mech::cipher::{Cipher, Direction};
+use crate::mech::params::Parameter;
+use crate::mech::{self, Mechanism};
+use crate::token::Module;
+use crate::token::object::Object;
+use crate::token::session::{Active, Session};
+
+/// What an output-producing call yields, for the C shell to report.
+pub enum Output {
+    /// A length query (NULL buffer): this many bytes would come; the operation goes on.
+    Length(usize),
+    /// The caller's buffer is too small: this many bytes are needed; the operation goes on.
+    TooSmall(usize),
+    /// The bytes.
+    Data(Zeroizing<Vec<u8>>),
+}
+
+/// Which part of a multi-part sequence a call is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// C_Encrypt, C_Decrypt, C_Digest, C_Sign, C_Verify.
+    Single,
+    /// *Update.
+    Update,
+    /// *Final.
+    Final,
+}
+
+impl Part {
+    fn finishing(self) -> bool {
+        self != Part::Update
+    }
+}
+
+/// Key checks shared by every operation that uses a secret key.
+fn check_key(
+    key: &Object,
+    mechanism: &dyn Mechanism,
+    kind: CK_MECHANISM_TYPE,
+    usage: CK_ATTRIBUTE_TYPE,
+) -> Result<()> {
+    let type_ok = key.class() == CKO_SECRET_KEY
+        && key
+            .key_type()
+            .is_some_and(|t| mechanism.key_types().contains(&t));
+    if !type_ok {
+        return Err(Error::KeyTypeInconsistent);
+    }
+    if !key.flag(usage) {
+        return Err(Error::KeyFunctionNotPermitted);
+    }
+    allowed(key, kind)?;
+    if key.is_locked() {
+        return Err(Error::UserNotLoggedIn);
+    }
+    Ok(())
+}
+
+/// CKA_ALLOWED_MECHANISMS: when present and not empty, only those mechanisms.
+pub fn allowed(key: &Object, kind: CK_MECHANISM_TYPE) -> Result<()> {
+    let Some(list) = key
+        .bytes(CKA_ALLOWED_MECHANISMS)
+        .filter(|list| !list.is_empty())
+    else {
+        return Ok(());
+    };
+    let word = std::mem::size_of::<CK_MECHANISM_TYPE>();
+    let permitted = list.chunks_exact(word).any(|chunk| {
+        chunk
+            .try_into()
+            .map(CK_MECHANISM_TYPE::from_ne_bytes)
+            .is_ok_and(|allowed| allowed == kind)
+    });
+    if permitted {
+        Ok(())
+    } else {
+        Err(Error::MechanismInvalid(kind))
+    }
+}
+
+/// A secret key's value, sized for the mechanism.
+fn key_value<'a>(key: &'a Object, mechanism: &dyn Mechanism) -> Result<&'a [u8]> {
+    let value = key.bytes(CKA_VALUE).ok_or(Error::KeyTypeInconsistent)?;
+    if mechanism.key_size_ok(value.len()) {
+        Ok(value)
+    } else {
+        Err(Error::KeySizeRange)
+    }
+}
+
+/// Run one call of a cipher operation with the length-query protocol. The state is
+/// touched only when the output fits; a call whose output length is only bounded in
+/// advance (CBC_PAD decryption) is tried on a copy when the buffer is under the bound.
+fn run_cipher(
+    state: &mut Box<dyn Cipher>,
+    input: &[u8],
+    part: Part,
+    capacity: Option<usize>,
+) -> Result<Output> {
+    let finishing = part.finishing();
+    let bound = state.output_len(input.len(), finishing)?;
+    let Some(capacity) = capacity else {
+        return Ok(Output::Length(bound));
+    };
+    let step = |cipher: &mut dyn Cipher| -> Result<Zeroizing<Vec<u8>>> {
+        let mut out = if part == Part::Final {
+            Zeroizing::new(Vec::new())
+        } else {
+            cipher.update(input)?
+        };
+        if finishing {
+            out.extend_from_slice(&cipher.finish()?);
+        }
+        Ok(out)
+    };
+    if capacity >= bound {
+        return step(state.as_mut()).map(Output::Data);
+    }
+    let mut trial = state.box_clone();
+    let out = step(trial.as_mut())?;
+    if out.len() <= capacity {
+        *state = trial;
+        Ok(Output::Data(out))
+    } else {
+        Ok(Output::TooSmall(out.len()))
+    }
+}
+
+/// Whether an operation ends after a call that produced `result` (PKCS#11 3.0 §5.2: a
+/// length query or a short buffer keeps it; an error or the last part ends it).
+fn ends(part: Part, result: &Result<Output>) -> bool {
+    match result {
+        Ok(Output::Length(_) | Output::TooSmall(_)) => false,
+        Ok(Output::Data(_)) => part.finishing(),
+        Err(_) => true,
+    }
+}
+
+impl Module {
+    fn key_object(&self, session: &Session, handle: CK_OBJECT_HANDLE) -> Result<Arc<Object>> {
+        let mut state = session.token.lock()?;
+        state.refresh()?;
+        state.object(handle).map_err(|err| match err {
+            Error::ObjectHandleInvalid => Error::KeyHandleInvalid,
+            other => other,
+        })
+    }
+
+    /// C_EncryptInit / C_DecryptInit.
+    pub fn cipher_init(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        direction: Direction,
+        kind: CK_MECHANISM_TYPE,
+        parameter: &Parameter,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let session = self.session(handle)?;
+        let mut operations = session.operations()?;
+        if operations.cipher(direction).is_some() {
+            return Err(Error::OperationActive);
+        }
+        let (flag, usage) = match direction {
+            Direction::Encrypt => (CKF_ENCRYPT, CKA_ENCRYPT),
+            Direction::Decrypt => (CKF_DECRYPT, CKA_DECRYPT),
+        };
+        let mechanism = mech::lookup_for(kind, flag)?;
+        let key = self.key_object(&session, key)?;
+        check_key(&key, mechanism, kind, usage)?;
+        let state = mechanism.cipher(key_value(&key, mechanism)?, direction, parameter)?;
+        *operations.cipher(direction) = Some(Active::new(state));
+        Ok(())
+    }
+
+    /// C_Encrypt / C_Decrypt (Single), *Update, *Final; `capacity` is `None` for a
+    /// length query.
+    pub fn cipher_step(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        direction: Direction,
+        part: Part,
+        input: &[u8],
+        capacity: Option<usize>,
+    ) -> Result<Output> {
+        let session = self.session(handle)?;
+        let mut operations = session.operations()?;
+        let slot = operations.cipher(direction);
+        let active = slot.as_mut().ok_or(Error::OperationNotInitialized)?;
+        if part == Part::Single && active.multipart {
+            return Err(Error::OperationActive);
+        }
+        if part == Part::Update {
+            active.multipart = true;
+        }
+        let result = run_cipher(&mut active.state, input, part, capacity);
+        if ends(part, &result) {
+            *slot = None;
+        }
+        result
+    }
+
+    /// C_DigestInit.
+    pub fn digest_init(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        kind: CK_MECHANISM_TYPE,
+        parameter: &Parameter,
+    ) -> Result<()> {
+        let session = self.session(handle)?;
+        let mut operations = session.operations()?;
+        if operations.digest.is_some() {
+            return Err(Error::OperationActive);
+        }
+        let state = mech::lookup_for(kind, CKF_DIGEST)?.digest(parameter)?;
+        operations.digest = Some(Active::new(state));
+        Ok(())
+    }
+
+    /// C_Digest (Single), C_DigestUpdate (no output), C_DigestFinal.
+    pub fn digest_step(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        part: Part,
+        input: &[u8],
+        capacity: Option<usize>,
+    ) -> Result<Output> {
+        let session = self.session(handle)?;
+        let mut operations = session.operations()?;
+        let active = operations
+            .digest
+            .as_mut()
+            .ok_or(Error::OperationNotInitialized)?;
+        if part == Part::Single && active.multipart {
+            return Err(Error::OperationActive);
+        }
+        if part == Part::Update {
+            active.multipart = true;
+            active.state.update(input);
+            return Ok(Output::Data(Zeroizing::new(Vec::new())));
+        }
+        let len = active.state.output_len();
+        match capacity {
+            None => return Ok(Output::Length(len)),
+            Some(capacity) if capacity < len => return Ok(Output::TooSmall(len)),
+            Some(_) => {}
+        }
+        let mut active = operations
+            .digest
+            .take()
+            .ok_or(Error::OperationNotInitialized)?;
+        active.state.update(input);
+        Ok(Output::Data(Zeroizing::new(active.state.finish())))
+    }
+
+    /// C_DigestKey: a secret key's value joins the digest, if the key may be revealed.
+    pub fn digest_key(&self, handle: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> Result<()> {
+        let session = self.session(handle)?;
+        let mut operations = session.operations()?;
+        if operations.digest.is_none() {
+            return Err(Error::OperationNotInitialized);
+        }
+        let result = self.key_object(&session, key).and_then(|key| {
+            if key.class() != CKO_SECRET_KEY {
+                return Err(Error::KeyTypeInconsistent);
+            }
+            // A digest of a hidden key would reveal something of it.
+            if key.flag(CKA_SENSITIVE) || !key.flag(CKA_EXTRACTABLE) || key.is_locked() {
+                return Err(Error::KeyIndigestible);
+            }
+            Ok(Zeroizing::new(
+                key.bytes(CKA_VALUE).unwrap_or_default().to_vec(),
+            ))
+        });
+        match (result, operations.digest.as_mut()) {
+            (Ok(value), Some(active)) => {
+                active.multipart = true;
+                active.state.update(&value);
+                Ok(())
+            }
+            (Err(err), _) => {
+                operations.digest = None;
+                Err(err)
+            }
+            (Ok(_), None) => Err(Error::OperationNotInitialized),
+        }
+    }
+
+    /// C_SignInit / C_VerifyInit for MAC mechanisms.
+    pub fn mac_init(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        sign: bool,
+        kind: CK_MECHANISM_TYPE,
+        parameter: &Parameter,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let session = self.session(handle)?;
+        let mut operations = session.operations()?;
+        if operations.mac(sign).is_some() {
+            return Err(Error::OperationActive);
+        }
+        let (flag, usage) = if sign {
+            (CKF_SIGN, CKA_SIGN)
+        } else {
+            (CKF_VERIFY, CKA_VERIFY)
+        };
+        let mechanism = mech::lookup_for(kind, flag)?;
+        let key = self.key_object(&session, key)?;
+        check_key(&key, mechanism, kind, usage)?;
+        let state = mechanism.mac(key_value(&key, mechanism)?, parameter)?;
+        *operations.mac(sign) = Some(Active::new(Box::new(state)));
+        Ok(())
+    }
+
+    /// C_SignUpdate / C_VerifyUpdate.
+    pub fn mac_update(&self, handle: CK_SESSION_HANDLE, sign: bool, input: &[u8]) -> Result<()> {
+        let session = self.session(handle)?;
+        let mut operations = session.operations()?;
+        let active = operations
+            .mac(sign)
+            .as_mut()
+            .ok_or(Error::OperationNotInitialized)?;
+        active.multipart = true;
+        active.state.mac.update(input);
+        Ok(())
+    }
+
+    /// C_Sign (Single) / C_SignFinal: the MAC, with the length-query protocol.
+    pub fn sign_step(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        part: Part,
+        input: &[u8],
+        capacity: Option<usize>,
+    ) -> Result<Output> {
+        let session = self.session(handle)?;
+        let mut operations = session.operations()?;
+        let active = operations
+            .sign
+            .as_mut()
+            .ok_or(Error::OperationNotInitialized)?;
+        if part == Part::Single && active.multipart {
+            return Err(Error::OperationActive);
+        }
+        let len = active.state.len;
+        match capacity {
+            None => return Ok(Output::Length(len)),
+            Some(capacity) if capacity < len => return Ok(Output::TooSmall(len)),
+            Some(_) => {}
+        }
+        let active = operations
+            .sign
+            .take()
+            .ok_or(Error::OperationNotInitialized)?;
+        let mut operation = *active.state;
+        operation.mac.update(input);
+        let mut tag = operation.mac.finish();
+        tag.truncate(operation.len);
+        Ok(Output::Data(tag))
+    }
+
+    /// C_Verify (Single) / C_VerifyFinal: compares in constant time; the operation ends.
+    pub fn verify_step(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        part: Part,
+        input: &[u8],
+        signature: &[u8],
+    ) -> Result<()> {
+        let session = self.session(handle)?;
+        let mut operations = session.operations()?;
+        let active = operations
+            .verify
+            .as_ref()
+            .ok_or(Error::OperationNotInitialized)?;
+        if part == Part::Single && active.multipart {
+            return Err(Error::OperationActive);
+        }
+        let active = operations
+            .verify
+            .take()
+            .ok_or(Error::OperationNotInitialized)?;
+        let mut operation = *active.state;
+        if signature.len() != operation.len {
+            return Err(Error::SignatureLenRange);
+        }
+        operation.mac.update(input);
+        let tag = operation.mac.finish();
+        let matches: bool = tag[..operation.len].ct_eq(signature).into();
+        if matches {
+            Ok(())
+        } else {
+            Err(Error::SignatureInvalid)
+        }
+    }
+}
