@@ -77,3 +77,22 @@ fn wrong_so_pins_count_too_and_lock_the_so() {
         RvError::PinLocked
     );
 }
+
+#[test]
+fn setting_the_user_pin_keeps_wrong_so_pins_counted_by_another_process() {
+    let (slot, token) = fresh_token(Module::Keyferry, "stale");
+    let session = Module::Keyferry.pkcs11().open_rw_session(slot).unwrap();
+    session.login(UserType::So, Some(&pin(SO_PIN))).unwrap();
+    // Another process guesses the SO PIN while this one is logged in as the SO.
+    assert_eq!(
+        worker(WORKER, &["so-login", &token], &[("KF_TEST_PIN", "guess-1")]).trim(),
+        "PinIncorrect"
+    );
+    assert_eq!(
+        worker(WORKER, &["so-login", &token], &[("KF_TEST_PIN", "guess-2")]).trim(),
+        "PinIncorrect"
+    );
+    session.init_pin(&pin("another-user-pin")).unwrap();
+    // The SO's C_InitPIN wrote only the user PIN: the guesses still count.
+    assert!(worker(WORKER, &["flags", &token], &[]).contains("so_count_low=true"));
+}

@@ -134,3 +134,63 @@ fn a_row_whose_indexed_label_was_edited_is_refused() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn public_objects_written_under_a_login_are_sealed_too() {
+    let (slot, _) = fresh_token(Module::Keyferry, "public");
+    let session = user_session(Module::Keyferry, slot);
+    let note = session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Label(b"public-note".to_vec()),
+            Attribute::Value(b"trust me".to_vec()),
+        ])
+        .unwrap();
+    let conn = rusqlite::Connection::open(token_file(&session)).unwrap();
+    let stored: Vec<u8> = conn
+        .query_row(
+            "SELECT attrs FROM objects WHERE label = ?1",
+            [b"public-note".as_slice()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let mut attributes = attr::decode(&stored).expect("a readable row");
+    let value = attributes
+        .iter_mut()
+        .find(|a| a.kind == pkcs11_sys::CKA_VALUE)
+        .expect("stored in clear");
+    value.value = Value::bytes(b"trust ME".to_vec());
+    conn.execute(
+        "UPDATE objects SET attrs = ?1 WHERE label = ?2",
+        rusqlite::params![attr::encode(&attributes), b"public-note".as_slice()],
+    )
+    .unwrap();
+    assert_eq!(
+        rv(session.get_attributes(note, &[AttributeType::Value])),
+        RvError::DeviceError
+    );
+    assert!(session
+        .find_objects(&[Attribute::Label(b"public-note".to_vec())])
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_row_sqlite_cannot_even_decode_is_left_out_of_searches() {
+    let (slot, _) = fresh_token(Module::Keyferry, "corrupt");
+    let session = user_session(Module::Keyferry, slot);
+    key(&session, "mangled", 5);
+    let kept = key(&session, "kept", 6);
+    let conn = rusqlite::Connection::open(token_file(&session)).unwrap();
+    conn.execute(
+        "UPDATE objects SET private = 'yes', attrs = 42 WHERE label = ?1",
+        [b"mangled".as_slice()],
+    )
+    .unwrap();
+    let all = session
+        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+        .unwrap();
+    assert_eq!(all, vec![kept]);
+}

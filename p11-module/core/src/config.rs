@@ -103,6 +103,11 @@ impl Config {
         let kdf = raw.kdf.unwrap_or(KdfParams::DEFAULT);
         argon2::Params::new(kdf.memory_kib, kdf.iterations, kdf.parallelism, Some(32))
             .map_err(|err| Error::Config(format!("{whence}: kdf ({kdf}): {err}")))?;
+        if !kdf.is_bounded() {
+            return Err(Error::Config(format!(
+                "{whence}: kdf ({kdf}) is beyond 1 GiB of memory, 64 iterations or 16 lanes"
+            )));
+        }
         let log_level = raw.log_level.unwrap_or_else(|| "warn".into());
         if !LOG_LEVELS.contains(&log_level.as_str()) {
             return Err(Error::Config(format!(

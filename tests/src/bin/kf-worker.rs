@@ -81,6 +81,13 @@ fn main() {
                 Err(err) => println!("{:?}", rv::<()>(Err(err))),
             }
         }
+        ["so-login", token] => {
+            let session = pkcs11.open_rw_session(slot(&pkcs11, token)).unwrap();
+            match session.login(UserType::So, Some(&pin(&user_pin))) {
+                Ok(()) => println!("CKR_OK"),
+                Err(err) => println!("{:?}", rv::<()>(Err(err))),
+            }
+        }
         ["flags", token] => {
             let info = pkcs11.get_token_info(slot(&pkcs11, token)).unwrap();
             println!(
@@ -107,7 +114,7 @@ fn main() {
             println!("init_open_us {init_open_us} find_us {find_us}");
         }
         _ => {
-            eprintln!("usage: kf-worker create TOKEN PREFIX COUNT | list TOKEN data|keys | login TOKEN | flags TOKEN | timing TOKEN LABEL");
+            eprintln!("usage: kf-worker create TOKEN PREFIX COUNT | list TOKEN data|keys | login TOKEN | so-login TOKEN | flags TOKEN | timing TOKEN LABEL");
             std::process::exit(2);
         }
     }

@@ -64,16 +64,23 @@ impl KdfParams {
         parallelism: 1,
     };
 
-    /// Parse what `Display` wrote.
+    /// Whether the cost is one this machine can pay: at most 1 GiB, 64 passes, 16 lanes.
+    /// A token file asking for more is damaged, and allocating it could abort the host.
+    pub fn is_bounded(&self) -> bool {
+        self.memory_kib <= 1024 * 1024 && self.iterations <= 64 && self.parallelism <= 16
+    }
+
+    /// Parse what `Display` wrote; `None` when malformed or unbounded.
     pub fn parse(text: &str) -> Option<Self> {
         let rest = text.strip_prefix("argon2id:m=")?;
         let (memory, rest) = rest.split_once(",t=")?;
         let (iterations, parallelism) = rest.split_once(",p=")?;
-        Some(Self {
+        let params = Self {
             memory_kib: memory.parse().ok()?,
             iterations: iterations.parse().ok()?,
             parallelism: parallelism.parse().ok()?,
-        })
+        };
+        params.is_bounded().then_some(params)
     }
 }
 
@@ -167,13 +174,21 @@ pub struct Query {
 pub trait Storage: Send {
     /// The token record.
     fn token(&self) -> Result<TokenRecord, StorageError>;
-    /// Replace the token record (failure counters excepted: see `count_failure`).
-    fn put_token(&mut self, record: &TokenRecord) -> Result<(), StorageError>;
     /// Replace the token record and delete every object, atomically (`C_InitToken`).
     fn reinitialize(&mut self, record: &TokenRecord) -> Result<(), StorageError>;
-    /// Add one to a PIN's failure counter and return the new count, atomically across
-    /// processes; done before a PIN is checked, so a killed process cannot skip it.
-    fn count_failure(&mut self, role: Role) -> Result<u32, StorageError>;
+    /// Replace one PIN's record and zero its failure counter, touching nothing else, and
+    /// only while the token still has the master key whose check value is given; false
+    /// when another process re-initialised the token meanwhile.
+    fn put_pin(
+        &mut self,
+        role: Role,
+        pin: &PinRecord,
+        master_key_check: &[u8],
+    ) -> Result<bool, StorageError>;
+    /// Add one to a PIN's failure counter, atomically across processes, unless it has
+    /// reached `max`: the new count, or `None` when the PIN is locked. Done before a PIN
+    /// is checked, so neither a killed process nor a parallel one gets an extra guess.
+    fn count_failure(&mut self, role: Role, max: u32) -> Result<Option<u32>, StorageError>;
     /// Set a PIN's failure counter to zero.
     fn reset_failures(&mut self, role: Role) -> Result<(), StorageError>;
     /// Objects the indexes match.
@@ -204,5 +219,6 @@ mod tests {
         assert_eq!(KdfParams::parse(&params.to_string()), Some(params));
         assert_eq!(KdfParams::parse("argon2id:m=1,t=2"), None);
         assert_eq!(KdfParams::parse("scrypt:m=1,t=2,p=3"), None);
+        assert_eq!(KdfParams::parse("argon2id:m=4294967295,t=1,p=1"), None);
     }
 }

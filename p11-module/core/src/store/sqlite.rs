@@ -86,7 +86,9 @@ impl SqliteStore {
             ],
         )?;
         tx.commit()?;
-        store.put_token(record)?;
+        if let Some(user) = &record.user {
+            store.put_pin(Role::User, user, &record.master_key_check)?;
+        }
         Ok(store)
     }
 
@@ -132,7 +134,8 @@ impl SqliteStore {
         }
         // FULL: a call that returned CKR_OK survives power loss, not only a killed process.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted objects and replaced PIN records are overwritten, not left in free pages.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         Ok(Self {
             conn,
             path: path.to_path_buf(),
@@ -204,6 +207,16 @@ fn write_token(conn: &Connection, record: &TokenRecord) -> Result<(), StorageErr
     Ok(())
 }
 
+impl SqliteStore {
+    /// Push the WAL into the database and truncate it, so replaced PIN records and
+    /// deleted objects do not linger in the log.
+    fn checkpoint(&self) -> Result<(), StorageError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
 impl Storage for SqliteStore {
     fn token(&self) -> Result<TokenRecord, StorageError> {
         type Row = (String, String, i64, Vec<u8>, Vec<u8>, String, Vec<u8>);
@@ -255,25 +268,50 @@ impl Storage for SqliteStore {
         })
     }
 
-    fn put_token(&mut self, record: &TokenRecord) -> Result<(), StorageError> {
-        write_token(&self.conn, record)
-    }
-
     fn reinitialize(&mut self, record: &TokenRecord) -> Result<(), StorageError> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM objects", [])?;
         write_token(&tx, record)?;
         tx.commit()?;
-        Ok(())
+        self.checkpoint()
     }
 
-    fn count_failure(&mut self, role: Role) -> Result<u32, StorageError> {
-        let column = failures_column(role);
-        let count = self.conn.query_row(
-            &format!("UPDATE token SET {column} = {column} + 1 WHERE id = 1 RETURNING {column}"),
-            [],
-            |row| row.get(0),
+    fn put_pin(
+        &mut self,
+        role: Role,
+        pin: &PinRecord,
+        master_key_check: &[u8],
+    ) -> Result<bool, StorageError> {
+        let prefix = match role {
+            Role::So => "so",
+            Role::User => "user",
+        };
+        let changed = self.conn.execute(
+            &format!(
+                "UPDATE token SET {prefix}_salt = ?1, {prefix}_kdf = ?2, {prefix}_wrapped = ?3,
+                 {prefix}_failures = 0 WHERE id = 1 AND master_key_check = ?4"
+            ),
+            params![
+                pin.salt,
+                pin.kdf.to_string(),
+                pin.wrapped_master_key,
+                master_key_check
+            ],
         )?;
+        self.checkpoint()?;
+        Ok(changed == 1)
+    }
+
+    fn count_failure(&mut self, role: Role, max: u32) -> Result<Option<u32>, StorageError> {
+        let column = failures_column(role);
+        let count = self
+            .conn
+            .query_row(
+                &format!("UPDATE token SET {column} = {column} + 1 WHERE id = 1 AND {column} < ?1 RETURNING {column}"),
+                [max],
+                |row| row.get(0),
+            )
+            .optional()?;
         Ok(count)
     }
 
@@ -332,7 +370,14 @@ impl Storage for SqliteStore {
                     sealed: row.get(6)?,
                 })
             })
-            .optional()?;
+            .optional()
+            .map_err(|err| match err {
+                rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..) => {
+                    self.corrupt(format!("object row {id}: {err}"))
+                }
+                other => StorageError::Sqlite(other),
+            })?;
         Ok(object)
     }
 
@@ -433,8 +478,19 @@ mod tests {
                 & 0o777,
             0o600
         );
-        assert_eq!(store.count_failure(Role::User).expect("counted"), 1);
-        assert_eq!(store.count_failure(Role::User).expect("counted"), 2);
+        assert_eq!(
+            store.count_failure(Role::User, 2).expect("counted"),
+            Some(1)
+        );
+        assert_eq!(
+            store.count_failure(Role::User, 2).expect("counted"),
+            Some(2)
+        );
+        assert_eq!(
+            store.count_failure(Role::User, 2).expect("counted"),
+            None,
+            "locked at the limit"
+        );
         let id = store.insert(&object("a")).expect("inserted");
         drop(store);
         let store = SqliteStore::open(&path).expect("reopened");

@@ -253,11 +253,13 @@ impl Module {
             return Err(Error::SessionExists);
         }
         check_pin(&token, Role::So, so_pin, self.config.max_pin_attempts)?;
+        // The new record's key derivation runs outside the token's lock.
+        let serial = token.lock()?.record.serial.clone();
+        let record = self.new_record(label, &serial, slot, so_pin)?;
         let mut state = token.lock()?;
         if state.sessions > 0 {
             return Err(Error::SessionExists);
         }
-        let record = self.new_record(label, &state.record.serial.clone(), slot, so_pin)?;
         state.reinitialize(record)
     }
 
@@ -319,12 +321,25 @@ impl Module {
         let dir = &self.config.token_dir;
         create_private_dir(dir)?;
         let path = dir.join(format!("{serial}.{TOKEN_SUFFIX}"));
-        let store = SqliteStore::create(&path, &record)?;
-        let token = Arc::new(Token::with_store(path, Box::new(store))?);
+        // The slot list is held while the file is made, so two threads cannot both take
+        // the spare slot; a file made for a slot that is gone is removed again.
         let mut tokens = self.tokens.write().map_err(|_| poisoned())?;
         if Self::spare_slot(&tokens) != slot {
             return Err(Error::SlotIdInvalid(slot));
         }
+        let token = SqliteStore::create(&path, &record)
+            .map_err(Error::from)
+            .and_then(|store| Token::with_store(path.clone(), Box::new(store)));
+        let token = match token {
+            Ok(token) => Arc::new(token),
+            Err(err) => {
+                // The creation error is the one to report; a leftover file is logged.
+                if let Err(cleanup) = remove_token_files(&path) {
+                    tracing::error!("{cleanup}");
+                }
+                return Err(err);
+            }
+        };
         tokens.push(token);
         tracing::info!(slot, label, "token created");
         Ok(())
@@ -337,17 +352,22 @@ impl Module {
             return Err(Error::SessionParallelNotSupported);
         }
         let rw = flags & CKF_RW_SESSION != 0;
-        let mut sessions = self.sessions.write().map_err(|_| poisoned())?;
-        let handle = {
+        // Counted under the token's lock, then published; never both locks at once, so a
+        // slow call on one token holds up no other.
+        {
             let mut state = token.lock()?;
             if state.login == Login::So && !rw {
                 return Err(Error::SessionReadWriteSoExists);
             }
             state.sessions += 1;
             state.rw_sessions += usize::from(rw);
-            self.next_handle()
-        };
-        sessions.insert(handle, Arc::new(Session::new(handle, token, rw)));
+        }
+        let handle = self.next_handle();
+        let session = Arc::new(Session::new(handle, token, rw));
+        self.sessions
+            .write()
+            .map_err(|_| poisoned())?
+            .insert(handle, session);
         Ok(handle)
     }
 
@@ -359,7 +379,11 @@ impl Module {
             .map_err(|_| poisoned())?
             .remove(&handle)
             .ok_or(Error::SessionHandleInvalid)?;
+        session.operations()?.end_crypto();
         let mut state = session.token.lock()?;
+        session
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
         state.drop_session_objects(handle);
         state.sessions = state.sessions.saturating_sub(1);
         state.rw_sessions = state.rw_sessions.saturating_sub(usize::from(session.rw));
@@ -450,13 +474,28 @@ impl Module {
         }
         let master = check_pin(token, role, pin, self.config.max_pin_attempts)?;
         let mut state = token.lock()?;
+        session.require_open()?;
         check_state(&state)?;
         state.set_login(wanted, &master)
     }
 
-    /// `C_Logout`.
+    /// `C_Logout`: the keys and secrets go, and with them every cryptographic operation
+    /// of the application's sessions on the token.
     pub fn logout(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
-        self.session(handle)?.token.lock()?.logout()
+        let session = self.session(handle)?;
+        session.token.lock()?.logout()?;
+        let sessions: Vec<_> = self
+            .sessions
+            .read()
+            .map_err(|_| poisoned())?
+            .values()
+            .filter(|other| Arc::ptr_eq(&other.token, &session.token))
+            .cloned()
+            .collect();
+        for other in sessions {
+            other.operations()?.end_crypto();
+        }
+        Ok(())
     }
 
     /// `C_InitPIN`: the SO sets the user PIN (and so unlocks it).
@@ -467,20 +506,18 @@ impl Module {
             return Err(Error::UserNotLoggedIn);
         }
         self.check_new_pin(pin)?;
-        // The SO's copy of the master key opens it; recover it from the record, since
-        // login keeps only the object key.
-        let master = self.master_key_of_login(&session)?;
+        let (master, serial) = {
+            let state = session.token.lock()?;
+            (
+                state.master_key().ok_or(Error::UserNotLoggedIn)?,
+                state.record.serial.clone(),
+            )
+        };
+        // The key derivation runs outside the token's lock.
+        let record = slot::pin_record(&self.config, &serial, Role::User, pin, &master)?;
         let mut state = session.token.lock()?;
-        let mut record = state.record.clone();
-        record.user = Some(slot::pin_record(
-            &self.config,
-            &record.serial,
-            Role::User,
-            pin,
-            &master,
-        )?);
-        record.user_failures = 0;
-        state.put_record(record)
+        state.refresh()?;
+        state.put_pin(Role::User, &record)
     }
 
     /// `C_SetPIN`: the SO's PIN when the SO is logged in, the user's otherwise.
@@ -493,14 +530,10 @@ impl Module {
         };
         self.check_new_pin(new_pin)?;
         let master = check_pin(&session.token, role, old_pin, self.config.max_pin_attempts)?;
-        let mut state = session.token.lock()?;
-        let mut record = state.record.clone();
-        let pin = slot::pin_record(&self.config, &record.serial, role, new_pin, &master)?;
-        match role {
-            Role::So => record.so = pin,
-            Role::User => record.user = Some(pin),
-        }
-        state.put_record(record)
+        let serial = session.token.lock()?.record.serial.clone();
+        // The key derivation runs outside the token's lock.
+        let pin = slot::pin_record(&self.config, &serial, role, new_pin, &master)?;
+        session.token.lock()?.put_pin(role, &pin)
     }
 
     fn check_new_pin(&self, pin: &[u8]) -> Result<()> {
@@ -509,14 +542,6 @@ impl Module {
         } else {
             Err(Error::PinLenRange)
         }
-    }
-
-    fn master_key_of_login(&self, session: &Session) -> Result<Key256> {
-        session
-            .token
-            .lock()?
-            .master_key()
-            .ok_or(Error::UserNotLoggedIn)
     }
 
     /// `C_CreateObject`.
@@ -540,6 +565,7 @@ impl Module {
         state: &mut TokenState,
         object: Object,
     ) -> Result<CK_OBJECT_HANDLE> {
+        session.require_open()?;
         if object.is_token() {
             session.require_rw()?;
         }
@@ -747,21 +773,7 @@ impl Module {
             .write()
             .map_err(|_| poisoned())?
             .retain(|t| t.slot_id != slot);
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = token.path.clone().into_os_string();
-            path.push(suffix);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => {
-                    return Err(Error::General(format!(
-                        "removing {}: {err}",
-                        Path::new(&path).display()
-                    )));
-                }
-            }
-        }
-        Ok(())
+        remove_token_files(&token.path)
     }
 }
 
@@ -785,7 +797,10 @@ fn check_pin(token: &Token, role: Role, pin: &[u8], max_attempts: u32) -> Result
         if failures >= max_attempts {
             return Err(Error::PinLocked);
         }
-        let count = state.store().count_failure(role)?;
+        let count = state
+            .store()
+            .count_failure(role, max_attempts)?
+            .ok_or(Error::PinLocked)?;
         match role {
             Role::So => state.record.so_failures = count,
             Role::User => state.record.user_failures = count,
@@ -825,6 +840,25 @@ fn token_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// Remove a token file with its WAL and shared-memory files.
+fn remove_token_files(path: &Path) -> Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(Error::General(format!(
+                    "removing {}: {err}",
+                    Path::new(&file).display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {

@@ -159,8 +159,14 @@ impl Object {
             self.put(CKA_ALWAYS_SENSITIVE, Value::bool(local && sensitive));
             self.put(CKA_NEVER_EXTRACTABLE, Value::bool(local && !extractable));
         }
-        if class == CKO_PUBLIC_KEY && self.key_type() == Some(CKK_RSA) {
+        if class == CKO_PUBLIC_KEY && self.key_type() == Some(CKK_RSA) && origin == Origin::Create {
             let bits = self.bytes(CKA_MODULUS).map(bit_length).unwrap_or(0);
+            if self
+                .ulong(CKA_MODULUS_BITS)
+                .is_some_and(|given| given != bits)
+            {
+                return Err(Error::TemplateInconsistent(CKA_MODULUS_BITS));
+            }
             self.put(CKA_MODULUS_BITS, Value::ulong(bits));
         }
         if class == CKO_SECRET_KEY {
@@ -323,11 +329,6 @@ impl Object {
     pub fn is_secret_at_rest(&self, kind: CK_ATTRIBUTE_TYPE) -> bool {
         rules::rule(self.schema(), kind).is_some_and(|rule| rule.has(rules::SECRET))
             || (kind == CKA_VALUE && self.is_private())
-    }
-
-    /// Whether `kind` is policy, bound into the stored object's authentication.
-    pub fn is_policy(&self, kind: CK_ATTRIBUTE_TYPE) -> bool {
-        rules::rule(self.schema(), kind).is_some_and(|rule| rule.has(rules::POLICY))
     }
 
     /// Every attribute, in type order.

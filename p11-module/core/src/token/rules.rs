@@ -19,8 +19,6 @@ pub const ONLY_TO_TRUE: u32 = 1 << 4;
 pub const ONLY_TO_FALSE: u32 = 1 << 5;
 /// Key material: unreadable when the key is sensitive or unextractable (footnote 7).
 pub const SECRET: u32 = 1 << 6;
-/// Policy: bound into the stored object's AAD, so an edit in the file is caught.
-pub const POLICY: u32 = 1 << 7;
 /// Only the SO may set it to true (CKA_TRUSTED).
 pub const SO_ONLY_TRUE: u32 = 1 << 8;
 /// `C_CopyObject` may set it even though `C_SetAttributeValue` may not (CKA_TOKEN, …).
@@ -56,6 +54,8 @@ pub enum Default {
     True,
     /// An empty byte string.
     Empty,
+    /// A CK_ULONG.
+    Ulong(CK_ULONG),
 }
 
 impl Default {
@@ -66,6 +66,7 @@ impl Default {
             Self::False => Some(Value::bool(false)),
             Self::True => Some(Value::bool(true)),
             Self::Empty => Some(Value::bytes(Vec::new())),
+            Self::Ulong(value) => Some(Value::ulong(value)),
         }
     }
 }
@@ -103,27 +104,12 @@ use self::Default::{Absent, Empty, False, True};
 use Shape::{Bool, Bytes, Date, Mechanisms, Template, Ulong};
 
 const COMMON: &[Rule] = &[
-    Rule::new(CKA_CLASS, Ulong, REQUIRED | POLICY, Absent),
+    Rule::new(CKA_CLASS, Ulong, REQUIRED, Absent),
     Rule::new(CKA_TOKEN, Bool, COPY_MAY_SET, False),
-    Rule::new(CKA_PRIVATE, Bool, COPY_MAY_SET | POLICY, Absent),
-    Rule::new(
-        CKA_MODIFIABLE,
-        Bool,
-        COPY_MAY_SET | ONLY_TO_FALSE | POLICY,
-        True,
-    ),
-    Rule::new(
-        CKA_COPYABLE,
-        Bool,
-        MODIFIABLE | ONLY_TO_FALSE | POLICY,
-        True,
-    ),
-    Rule::new(
-        CKA_DESTROYABLE,
-        Bool,
-        COPY_MAY_SET | ONLY_TO_FALSE | POLICY,
-        True,
-    ),
+    Rule::new(CKA_PRIVATE, Bool, COPY_MAY_SET, Absent),
+    Rule::new(CKA_MODIFIABLE, Bool, COPY_MAY_SET | ONLY_TO_FALSE, True),
+    Rule::new(CKA_COPYABLE, Bool, MODIFIABLE | ONLY_TO_FALSE, True),
+    Rule::new(CKA_DESTROYABLE, Bool, COPY_MAY_SET | ONLY_TO_FALSE, True),
     Rule::new(CKA_LABEL, Bytes, MODIFIABLE, Empty),
     Rule::new(CKA_UNIQUE_ID, Bytes, TOKEN_COMPUTED, Absent),
 ];
@@ -135,8 +121,8 @@ const DATA: &[Rule] = &[
 ];
 
 const CERTIFICATE: &[Rule] = &[
-    Rule::new(CKA_CERTIFICATE_TYPE, Ulong, REQUIRED | POLICY, Absent),
-    Rule::new(CKA_TRUSTED, Bool, SO_ONLY_TRUE | MODIFIABLE | POLICY, False),
+    Rule::new(CKA_CERTIFICATE_TYPE, Ulong, REQUIRED, Absent),
+    Rule::new(CKA_TRUSTED, Bool, SO_ONLY_TRUE | MODIFIABLE, False),
     Rule::new(CKA_CERTIFICATE_CATEGORY, Ulong, FIXED, Absent),
     Rule::new(CKA_CHECK_VALUE, Bytes, FIXED, Absent),
     Rule::new(CKA_START_DATE, Date, MODIFIABLE, Empty),
@@ -153,58 +139,53 @@ const X509_CERTIFICATE: &[Rule] = &[
     Rule::new(CKA_URL, Bytes, FIXED, Empty),
     Rule::new(CKA_HASH_OF_SUBJECT_PUBLIC_KEY, Bytes, FIXED, Empty),
     Rule::new(CKA_HASH_OF_ISSUER_PUBLIC_KEY, Bytes, FIXED, Empty),
-    Rule::new(CKA_JAVA_MIDP_SECURITY_DOMAIN, Ulong, FIXED, Absent),
-    Rule::new(CKA_NAME_HASH_ALGORITHM, Ulong, FIXED, Absent),
+    Rule::new(
+        CKA_JAVA_MIDP_SECURITY_DOMAIN,
+        Ulong,
+        FIXED,
+        Default::Ulong(CK_SECURITY_DOMAIN_UNSPECIFIED),
+    ),
+    Rule::new(
+        CKA_NAME_HASH_ALGORITHM,
+        Ulong,
+        FIXED,
+        Default::Ulong(CKM_SHA_1),
+    ),
 ];
 
 const KEY: &[Rule] = &[
-    Rule::new(CKA_KEY_TYPE, Ulong, REQUIRED | POLICY, Absent),
+    Rule::new(CKA_KEY_TYPE, Ulong, REQUIRED, Absent),
     Rule::new(CKA_ID, Bytes, MODIFIABLE, Empty),
-    Rule::new(CKA_START_DATE, Date, MODIFIABLE | POLICY, Empty),
-    Rule::new(CKA_END_DATE, Date, MODIFIABLE | POLICY, Empty),
-    Rule::new(CKA_DERIVE, Bool, MODIFIABLE | POLICY, False),
-    Rule::new(CKA_LOCAL, Bool, TOKEN_COMPUTED | POLICY, Absent),
-    Rule::new(
-        CKA_KEY_GEN_MECHANISM,
-        Ulong,
-        TOKEN_COMPUTED | POLICY,
-        Absent,
-    ),
-    Rule::new(CKA_ALLOWED_MECHANISMS, Mechanisms, POLICY, Absent),
+    Rule::new(CKA_START_DATE, Date, MODIFIABLE, Empty),
+    Rule::new(CKA_END_DATE, Date, MODIFIABLE, Empty),
+    Rule::new(CKA_DERIVE, Bool, MODIFIABLE, False),
+    Rule::new(CKA_LOCAL, Bool, TOKEN_COMPUTED, Absent),
+    Rule::new(CKA_KEY_GEN_MECHANISM, Ulong, TOKEN_COMPUTED, Absent),
+    Rule::new(CKA_ALLOWED_MECHANISMS, Mechanisms, FIXED, Absent),
 ];
 
 const SECRET_KEY: &[Rule] = &[
-    Rule::new(
-        CKA_SENSITIVE,
-        Bool,
-        MODIFIABLE | ONLY_TO_TRUE | POLICY,
-        True,
-    ),
-    Rule::new(CKA_ENCRYPT, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(CKA_DECRYPT, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(CKA_SIGN, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(CKA_VERIFY, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(CKA_WRAP, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(CKA_UNWRAP, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(
-        CKA_EXTRACTABLE,
-        Bool,
-        MODIFIABLE | ONLY_TO_FALSE | POLICY,
-        True,
-    ),
-    Rule::new(CKA_ALWAYS_SENSITIVE, Bool, TOKEN_COMPUTED | POLICY, Absent),
-    Rule::new(CKA_NEVER_EXTRACTABLE, Bool, TOKEN_COMPUTED | POLICY, Absent),
+    Rule::new(CKA_SENSITIVE, Bool, MODIFIABLE | ONLY_TO_TRUE, True),
+    Rule::new(CKA_ENCRYPT, Bool, MODIFIABLE, True),
+    Rule::new(CKA_DECRYPT, Bool, MODIFIABLE, True),
+    Rule::new(CKA_SIGN, Bool, MODIFIABLE, True),
+    Rule::new(CKA_VERIFY, Bool, MODIFIABLE, True),
+    Rule::new(CKA_WRAP, Bool, MODIFIABLE, True),
+    Rule::new(CKA_UNWRAP, Bool, MODIFIABLE, True),
+    Rule::new(CKA_EXTRACTABLE, Bool, MODIFIABLE | ONLY_TO_FALSE, True),
+    Rule::new(CKA_ALWAYS_SENSITIVE, Bool, TOKEN_COMPUTED, Absent),
+    Rule::new(CKA_NEVER_EXTRACTABLE, Bool, TOKEN_COMPUTED, Absent),
     Rule::new(CKA_CHECK_VALUE, Bytes, FIXED, Absent),
     Rule::new(
         CKA_WRAP_WITH_TRUSTED,
         Bool,
-        MODIFIABLE | ONLY_TO_TRUE | POLICY,
+        MODIFIABLE | ONLY_TO_TRUE,
         False,
     ),
-    Rule::new(CKA_TRUSTED, Bool, SO_ONLY_TRUE | MODIFIABLE | POLICY, False),
-    Rule::new(CKA_WRAP_TEMPLATE, Template, POLICY, Absent),
-    Rule::new(CKA_UNWRAP_TEMPLATE, Template, POLICY, Absent),
-    Rule::new(CKA_DERIVE_TEMPLATE, Template, POLICY, Absent),
+    Rule::new(CKA_TRUSTED, Bool, SO_ONLY_TRUE | MODIFIABLE, False),
+    Rule::new(CKA_WRAP_TEMPLATE, Template, FIXED, Absent),
+    Rule::new(CKA_UNWRAP_TEMPLATE, Template, FIXED, Absent),
+    Rule::new(CKA_DERIVE_TEMPLATE, Template, FIXED, Absent),
 ];
 
 /// AES and generic secrets share their value rules.
@@ -215,23 +196,24 @@ const SECRET_VALUE: &[Rule] = &[
         REQUIRED | NOT_ON_GENERATE | SECRET,
         Absent,
     ),
-    Rule::new(CKA_VALUE_LEN, Ulong, POLICY, Absent),
+    Rule::new(CKA_VALUE_LEN, Ulong, FIXED, Absent),
 ];
 
 const PUBLIC_KEY: &[Rule] = &[
     Rule::new(CKA_SUBJECT, Bytes, MODIFIABLE, Empty),
-    Rule::new(CKA_ENCRYPT, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(CKA_VERIFY, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(CKA_VERIFY_RECOVER, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(CKA_WRAP, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(CKA_TRUSTED, Bool, SO_ONLY_TRUE | MODIFIABLE | POLICY, False),
-    Rule::new(CKA_WRAP_TEMPLATE, Template, POLICY, Absent),
+    Rule::new(CKA_ENCRYPT, Bool, MODIFIABLE, True),
+    Rule::new(CKA_VERIFY, Bool, MODIFIABLE, True),
+    Rule::new(CKA_VERIFY_RECOVER, Bool, MODIFIABLE, True),
+    Rule::new(CKA_WRAP, Bool, MODIFIABLE, True),
+    Rule::new(CKA_TRUSTED, Bool, SO_ONLY_TRUE | MODIFIABLE, False),
+    Rule::new(CKA_WRAP_TEMPLATE, Template, FIXED, Absent),
     Rule::new(CKA_PUBLIC_KEY_INFO, Bytes, FIXED, Empty),
 ];
 
 const RSA_PUBLIC: &[Rule] = &[
     Rule::new(CKA_MODULUS, Bytes, REQUIRED | NOT_ON_GENERATE, Absent),
-    Rule::new(CKA_MODULUS_BITS, Ulong, TOKEN_COMPUTED, Absent),
+    // Given to C_GenerateKeyPair (footnote 3); at create, computed and checked if given.
+    Rule::new(CKA_MODULUS_BITS, Ulong, FIXED, Absent),
     Rule::new(CKA_PUBLIC_EXPONENT, Bytes, REQUIRED, Absent),
 ];
 
@@ -242,33 +224,23 @@ const EC_PUBLIC: &[Rule] = &[
 
 const PRIVATE_KEY: &[Rule] = &[
     Rule::new(CKA_SUBJECT, Bytes, MODIFIABLE, Empty),
-    Rule::new(
-        CKA_SENSITIVE,
-        Bool,
-        MODIFIABLE | ONLY_TO_TRUE | POLICY,
-        True,
-    ),
-    Rule::new(CKA_DECRYPT, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(CKA_SIGN, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(CKA_SIGN_RECOVER, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(CKA_UNWRAP, Bool, MODIFIABLE | POLICY, True),
-    Rule::new(
-        CKA_EXTRACTABLE,
-        Bool,
-        MODIFIABLE | ONLY_TO_FALSE | POLICY,
-        True,
-    ),
-    Rule::new(CKA_ALWAYS_SENSITIVE, Bool, TOKEN_COMPUTED | POLICY, Absent),
-    Rule::new(CKA_NEVER_EXTRACTABLE, Bool, TOKEN_COMPUTED | POLICY, Absent),
+    Rule::new(CKA_SENSITIVE, Bool, MODIFIABLE | ONLY_TO_TRUE, True),
+    Rule::new(CKA_DECRYPT, Bool, MODIFIABLE, True),
+    Rule::new(CKA_SIGN, Bool, MODIFIABLE, True),
+    Rule::new(CKA_SIGN_RECOVER, Bool, MODIFIABLE, True),
+    Rule::new(CKA_UNWRAP, Bool, MODIFIABLE, True),
+    Rule::new(CKA_EXTRACTABLE, Bool, MODIFIABLE | ONLY_TO_FALSE, True),
+    Rule::new(CKA_ALWAYS_SENSITIVE, Bool, TOKEN_COMPUTED, Absent),
+    Rule::new(CKA_NEVER_EXTRACTABLE, Bool, TOKEN_COMPUTED, Absent),
     Rule::new(
         CKA_WRAP_WITH_TRUSTED,
         Bool,
-        MODIFIABLE | ONLY_TO_TRUE | POLICY,
+        MODIFIABLE | ONLY_TO_TRUE,
         False,
     ),
-    Rule::new(CKA_UNWRAP_TEMPLATE, Template, POLICY, Absent),
-    Rule::new(CKA_DERIVE_TEMPLATE, Template, POLICY, Absent),
-    Rule::new(CKA_ALWAYS_AUTHENTICATE, Bool, POLICY, False),
+    Rule::new(CKA_UNWRAP_TEMPLATE, Template, FIXED, Absent),
+    Rule::new(CKA_DERIVE_TEMPLATE, Template, FIXED, Absent),
+    Rule::new(CKA_ALWAYS_AUTHENTICATE, Bool, FIXED, False),
     Rule::new(CKA_PUBLIC_KEY_INFO, Bytes, FIXED, Empty),
 ];
 

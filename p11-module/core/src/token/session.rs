@@ -1,5 +1,6 @@
 //! Session handles and the operation each session has in flight.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pkcs11_sys::*;
@@ -63,6 +64,16 @@ impl Operations {
         }
     }
 
+    /// End every cryptographic operation (their key schedules go with them); the search
+    /// stays, since it holds only handles.
+    pub fn end_crypto(&mut self) {
+        self.encrypt = None;
+        self.decrypt = None;
+        self.digest = None;
+        self.sign = None;
+        self.verify = None;
+    }
+
     /// The MAC slot of sign (true) or verify (false).
     pub fn mac(&mut self, sign: bool) -> &mut Option<Active<MacOperation>> {
         if sign {
@@ -81,6 +92,9 @@ pub struct Session {
     pub token: Arc<Token>,
     /// Whether it is read/write.
     pub rw: bool,
+    /// Set under the token's lock when the session closes, so a call that raced the
+    /// close cannot log in or add an object on its behalf afterwards.
+    pub closed: AtomicBool,
     operations: Mutex<Operations>,
 }
 
@@ -91,6 +105,7 @@ impl Session {
             handle,
             token,
             rw,
+            closed: AtomicBool::new(false),
             operations: Mutex::new(Operations::default()),
         }
     }
@@ -100,6 +115,15 @@ impl Session {
         self.operations
             .lock()
             .map_err(|_| Error::General("session state poisoned by an earlier panic".into()))
+    }
+
+    /// Refuse a session that closed meanwhile; call with the token's lock held.
+    pub fn require_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::SessionHandleInvalid)
+        } else {
+            Ok(())
+        }
     }
 
     /// Refuse a write in a read-only session.

@@ -11,7 +11,9 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::store::keys::{self, Key256};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{ObjectId, PinRecord, Query, Role, Storage, StoredObject, TokenRecord};
+use crate::store::{
+    ObjectId, PinRecord, Query, Role, Storage, StorageError, StoredObject, TokenRecord,
+};
 use crate::token::attr::{self, Attribute, Value};
 use crate::token::object::Object;
 
@@ -29,8 +31,14 @@ pub enum Login {
 /// An object a handle points at.
 #[derive(Clone)]
 pub enum Handle {
-    /// A token object, by its stored id.
-    Token(ObjectId),
+    /// A token object, by its stored id; whether it is private is noted at issue, so a
+    /// logout can drop its handle without reading the store.
+    Token {
+        /// The stored id.
+        id: ObjectId,
+        /// CKA_PRIVATE (never modifiable).
+        private: bool,
+    },
     /// A session object, owned by one session.
     Session {
         /// The session that created it; it dies with that session.
@@ -168,9 +176,12 @@ impl TokenState {
             self.cache.clear();
             let record = self.store.token()?;
             if record.master_key_check != self.record.master_key_check {
+                // Re-initialised elsewhere: every token handle is stale and the login too.
                 self.forget_login();
-                self.handles
-                    .retain(|_, handle| matches!(handle, Handle::Session { .. }));
+                self.handles.retain(|_, handle| match handle {
+                    Handle::Session { object, .. } => !object.is_private(),
+                    Handle::Token { .. } => false,
+                });
                 self.token_handles.clear();
             }
             self.record = record;
@@ -204,26 +215,15 @@ impl TokenState {
         if self.login == Login::Public {
             return Err(Error::UserNotLoggedIn);
         }
-        let mut private_ids = Vec::new();
-        for id in self.token_handles.keys() {
-            let private = match self.cache.get(id) {
-                Some(object) => object.is_private(),
-                None => self.store.get(*id)?.is_some_and(|stored| stored.private),
-            };
-            if private {
-                private_ids.push(*id);
-            }
-        }
-        for id in private_ids {
-            if let Some(handle) = self.token_handles.remove(&id) {
-                self.handles.remove(&handle);
-            }
-        }
+        // Wipe first: nothing below can fail, and nothing may keep the keys alive.
+        self.forget_login();
         self.handles.retain(|_, handle| match handle {
             Handle::Session { object, .. } => !object.is_private(),
-            Handle::Token(_) => true,
+            Handle::Token { private, .. } => !*private,
         });
-        self.forget_login();
+        let handles = &self.handles;
+        self.token_handles
+            .retain(|_, handle| handles.contains_key(handle));
         Ok(())
     }
 
@@ -250,10 +250,21 @@ impl TokenState {
         Ok(())
     }
 
-    /// Replace the token record (PIN changes).
-    pub fn put_record(&mut self, record: TokenRecord) -> Result<()> {
-        self.store.put_token(&record)?;
-        self.record = record;
+    /// Replace one PIN's record (and zero its failure count), unless another process
+    /// re-initialised the token since this one read it.
+    pub fn put_pin(&mut self, role: Role, pin: &PinRecord) -> Result<()> {
+        if !self
+            .store
+            .put_pin(role, pin, &self.record.master_key_check)?
+        {
+            return Err(Error::General(
+                "the token was re-initialised by another process".into(),
+            ));
+        }
+        match role {
+            Role::So => (self.record.so, self.record.so_failures) = (pin.clone(), 0),
+            Role::User => (self.record.user, self.record.user_failures) = (Some(pin.clone()), 0),
+        }
         Ok(())
     }
 
@@ -261,8 +272,14 @@ impl TokenState {
         if let Some(object) = self.cache.get(&id) {
             return Ok(Some(object.clone()));
         }
-        let Some(stored) = self.store.get(id)? else {
-            return Ok(None);
+        let stored = match self.store.get(id) {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Ok(None),
+            Err(StorageError::Corrupt { reason, .. }) => {
+                tracing::error!(object = id, "object row unreadable: {reason}");
+                return Err(Error::ObjectTampered(format!("row {id}")));
+            }
+            Err(err) => return Err(err.into()),
         };
         let object = Arc::new(self.unseal(&stored)?);
         self.cache.insert(id, object.clone());
@@ -288,6 +305,8 @@ impl TokenState {
             (None, _) if object.is_private() || object.has_secrets_at_rest_rules() => {
                 Err(tampered("its sealed part is missing"))
             }
+            // Only the SO sets CKA_TRUSTED, always logged in, so a trusted object is sealed.
+            (None, Some(_)) if object.flag(CKA_TRUSTED) => Err(tampered("trusted but not sealed")),
             (None, _) => Ok(object),
             (Some(_), None) => {
                 object.lock_secrets();
@@ -295,8 +314,8 @@ impl TokenState {
             }
             (Some(sealed), Some(key)) => {
                 let opened = key
-                    .open(&policy_aad(&object), sealed)
-                    .ok_or_else(|| tampered("policy or secret altered"))?;
+                    .open(&binding_aad(&object), sealed)
+                    .ok_or_else(|| tampered("attributes or secret altered"))?;
                 let secrets =
                     attr::decode(&opened).ok_or_else(|| tampered("sealed part unreadable"))?;
                 for Attribute { kind, value } in secrets {
@@ -324,13 +343,17 @@ impl TokenState {
                 clear.push(item)
             }
         }
+        // Every object is sealed when a login makes the key available; without one only a
+        // public object with nothing secret can be stored, and it stays unauthenticated
+        // until it is next written under a login.
         let needs_seal = object.is_private() || !secret.is_empty();
-        let sealed = if needs_seal {
-            let key = self.object_key.as_ref().ok_or(Error::UserNotLoggedIn)?;
-            let plaintext = zeroize::Zeroizing::new(attr::encode(&secret));
-            Some(key.seal(&policy_aad(object), &plaintext)?)
-        } else {
-            None
+        let sealed = match &self.object_key {
+            Some(key) => {
+                let plaintext = zeroize::Zeroizing::new(attr::encode(&secret));
+                Some(key.seal(&binding_aad(object), &plaintext)?)
+            }
+            None if needs_seal => return Err(Error::UserNotLoggedIn),
+            None => None,
         };
         Ok(StoredObject {
             unique_id,
@@ -347,6 +370,7 @@ impl TokenState {
     fn token_handle(
         &mut self,
         id: ObjectId,
+        private: bool,
         next_handle: &dyn Fn() -> CK_OBJECT_HANDLE,
     ) -> CK_OBJECT_HANDLE {
         if let Some(handle) = self.token_handles.get(&id) {
@@ -354,7 +378,7 @@ impl TokenState {
         }
         let handle = next_handle();
         self.token_handles.insert(id, handle);
-        self.handles.insert(handle, Handle::Token(id));
+        self.handles.insert(handle, Handle::Token { id, private });
         handle
     }
 
@@ -382,15 +406,16 @@ impl TokenState {
         }
         let stored = self.seal(&object)?;
         let id = self.store.insert(&stored)?;
+        let private = object.is_private();
         self.cache.insert(id, Arc::new(object));
-        Ok(self.token_handle(id, next_handle))
+        Ok(self.token_handle(id, private, next_handle))
     }
 
     /// The object behind a handle, if this session may see it.
     pub fn object(&mut self, handle: CK_OBJECT_HANDLE) -> Result<Arc<Object>> {
         let object = match self.handles.get(&handle).cloned() {
             Some(Handle::Session { object, .. }) => object,
-            Some(Handle::Token(id)) => match self.load(id)? {
+            Some(Handle::Token { id, .. }) => match self.load(id)? {
                 Some(object) => object,
                 None => {
                     self.handles.remove(&handle);
@@ -419,7 +444,7 @@ impl TokenState {
                 );
                 Ok(())
             }
-            Some(Handle::Token(id)) => {
+            Some(Handle::Token { id, .. }) => {
                 let stored = self.seal(&object)?;
                 if !self.store.update(id, &stored)? {
                     return Err(Error::ObjectHandleInvalid);
@@ -433,24 +458,22 @@ impl TokenState {
 
     /// Destroy the object behind a handle.
     pub fn destroy_object(&mut self, handle: CK_OBJECT_HANDLE) -> Result<()> {
-        match self.handles.remove(&handle) {
-            Some(Handle::Session { .. }) => Ok(()),
-            Some(Handle::Token(id)) => {
+        match self.handles.get(&handle).cloned() {
+            Some(Handle::Session { .. }) => {}
+            // Deleted first: if the store fails, the object and its handle both remain.
+            Some(Handle::Token { id, .. }) => {
+                let existed = self.store.delete(id)?;
                 self.token_handles.remove(&id);
                 self.cache.remove(&id);
-                if self.store.delete(id)? {
-                    Ok(())
-                } else {
-                    Err(Error::ObjectHandleInvalid)
+                if !existed {
+                    self.handles.remove(&handle);
+                    return Err(Error::ObjectHandleInvalid);
                 }
             }
-            None => Err(Error::ObjectHandleInvalid),
+            None => return Err(Error::ObjectHandleInvalid),
         }
-    }
-
-    /// Whether a handle names a token object (for read-only session checks).
-    pub fn is_token_handle(&self, handle: CK_OBJECT_HANDLE) -> bool {
-        matches!(self.handles.get(&handle), Some(Handle::Token(_)))
+        self.handles.remove(&handle);
+        Ok(())
     }
 
     /// Drop the session objects a closing session owned.
@@ -496,7 +519,7 @@ impl TokenState {
                     Err(err) => return Err(err),
                 };
                 if self.visible(&object) && object.matches(template) {
-                    found.push(self.token_handle(id, next_handle));
+                    found.push(self.token_handle(id, object.is_private(), next_handle));
                 }
             }
         }
@@ -518,17 +541,16 @@ impl TokenState {
     }
 }
 
-/// The AAD that binds an object's sealed part to its identity and policy.
-fn policy_aad(object: &Object) -> Vec<u8> {
-    let mut bound = vec![Attribute::new(
-        CKA_UNIQUE_ID,
-        Value::bytes(object.bytes(CKA_UNIQUE_ID).unwrap_or_default().to_vec()),
-    )];
-    for (kind, value) in object.attributes() {
-        if object.is_policy(kind) && !object.is_secret_at_rest(kind) {
-            bound.push(Attribute::new(kind, value.clone()));
-        }
-    }
+/// The AAD that binds an object's sealed part to every one of its clear attributes —
+/// its unique id, class, key type, policy (usage flags, SENSITIVE, EXTRACTABLE,
+/// ALLOWED_MECHANISMS, templates, TRUSTED, …) and the rest — so no edit in the file goes
+/// unnoticed.
+fn binding_aad(object: &Object) -> Vec<u8> {
+    let bound: Vec<Attribute> = object
+        .attributes()
+        .filter(|(kind, _)| !object.is_secret_at_rest(*kind))
+        .map(|(kind, value)| Attribute::new(kind, value.clone()))
+        .collect();
     let mut aad = b"keyferry object v1|".to_vec();
     aad.extend(attr::encode(&bound));
     aad
