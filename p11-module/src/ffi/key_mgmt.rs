@@ -4,19 +4,19 @@ use keyferry_core::Result;
 use keyferry_core::token::Module;
 use pkcs11_sys::*;
 
-use crate::ffi::convert::{in_mechanism, in_slice, in_template, out, out_slice};
+use crate::ffi::convert::{in_mechanism, in_slice, in_template, out, out_bytes, out_slice};
 use crate::ffi::{export, not_supported};
 
 export! {
     fn C_GenerateKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, pTemplate: CK_ATTRIBUTE_PTR, ulCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR) => generate_key;
     fn C_SeedRandom(hSession: CK_SESSION_HANDLE, pSeed: CK_BYTE_PTR, ulSeedLen: CK_ULONG) => seed_random;
     fn C_GenerateRandom(hSession: CK_SESSION_HANDLE, RandomData: CK_BYTE_PTR, ulRandomLen: CK_ULONG) => generate_random;
+    fn C_WrapKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hWrappingKey: CK_OBJECT_HANDLE, hKey: CK_OBJECT_HANDLE, pWrappedKey: CK_BYTE_PTR, pulWrappedKeyLen: CK_ULONG_PTR) => wrap_key;
+    fn C_UnwrapKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hUnwrappingKey: CK_OBJECT_HANDLE, pWrappedKey: CK_BYTE_PTR, ulWrappedKeyLen: CK_ULONG, pTemplate: CK_ATTRIBUTE_PTR, ulAttributeCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR) => unwrap_key;
 }
 
 not_supported! {
     fn C_GenerateKeyPair(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, pPublicKeyTemplate: CK_ATTRIBUTE_PTR, ulPublicKeyAttributeCount: CK_ULONG, pPrivateKeyTemplate: CK_ATTRIBUTE_PTR, ulPrivateKeyAttributeCount: CK_ULONG, phPublicKey: CK_OBJECT_HANDLE_PTR, phPrivateKey: CK_OBJECT_HANDLE_PTR);
-    fn C_WrapKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hWrappingKey: CK_OBJECT_HANDLE, hKey: CK_OBJECT_HANDLE, pWrappedKey: CK_BYTE_PTR, pulWrappedKeyLen: CK_ULONG_PTR);
-    fn C_UnwrapKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hUnwrappingKey: CK_OBJECT_HANDLE, pWrappedKey: CK_BYTE_PTR, ulWrappedKeyLen: CK_ULONG, pTemplate: CK_ATTRIBUTE_PTR, ulAttributeCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR);
     fn C_DeriveKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hBaseKey: CK_OBJECT_HANDLE, pTemplate: CK_ATTRIBUTE_PTR, ulAttributeCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR);
 }
 
@@ -60,4 +60,56 @@ unsafe fn generate_random(
     // SAFETY: NULL or valid for `len` writable bytes.
     let data = unsafe { out_slice(data, len) }?;
     module.generate_random(session, data)
+}
+
+#[allow(clippy::too_many_arguments)] // the C signature
+unsafe fn wrap_key(
+    module: &Module,
+    session: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_PTR,
+    wrapping_key: CK_OBJECT_HANDLE,
+    key: CK_OBJECT_HANDLE,
+    wrapped: CK_BYTE_PTR,
+    wrapped_len: CK_ULONG_PTR,
+) -> Result<()> {
+    // SAFETY: the caller's promise covers the mechanism and its parameter.
+    let (kind, parameter) = unsafe { in_mechanism(mechanism) }?;
+    // SAFETY: the caller's promise covers the output buffer and its length word.
+    unsafe {
+        out_bytes(wrapped, wrapped_len, |capacity| {
+            module.wrap_key(session, kind, &parameter, wrapping_key, key, capacity)
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the C signature
+unsafe fn unwrap_key(
+    module: &Module,
+    session: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_PTR,
+    unwrapping_key: CK_OBJECT_HANDLE,
+    wrapped: CK_BYTE_PTR,
+    wrapped_len: CK_ULONG,
+    template: CK_ATTRIBUTE_PTR,
+    count: CK_ULONG,
+    key: CK_OBJECT_HANDLE_PTR,
+) -> Result<()> {
+    // SAFETY: the caller's promise covers every pointer.
+    let (key, (kind, parameter), wrapped, template) = unsafe {
+        (
+            out(key)?,
+            in_mechanism(mechanism)?,
+            in_slice(wrapped, wrapped_len)?,
+            in_template(template, count)?,
+        )
+    };
+    *key = module.unwrap_key(
+        session,
+        kind,
+        &parameter,
+        unwrapping_key,
+        wrapped,
+        &template,
+    )?;
+    Ok(())
 }

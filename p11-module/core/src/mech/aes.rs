@@ -18,6 +18,33 @@ fn cipher_info() -> CK_MECHANISM_INFO {
     }
 }
 
+/// The same, for the modes that also wrap (CBC_PAD, GCM).
+fn wrapping_cipher_info() -> CK_MECHANISM_INFO {
+    let mut info = cipher_info();
+    info.flags |= CKF_WRAP | CKF_UNWRAP;
+    info
+}
+
+/// Wrap with a cipher: the key material encrypted in one part.
+fn wrap_with(mut cipher: Box<dyn Cipher>, material: &[u8]) -> Result<Vec<u8>> {
+    let mut out = cipher.update(material)?.to_vec();
+    out.extend_from_slice(&cipher.finish()?);
+    Ok(out)
+}
+
+/// Unwrap with a cipher; its data errors become wrapped-key errors.
+fn unwrap_with(mut cipher: Box<dyn Cipher>, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let wrapped_error = |err| match err {
+        Error::EncryptedDataInvalid => Error::WrappedKeyInvalid,
+        Error::EncryptedDataLenRange => Error::WrappedKeyLenRange,
+        other => other,
+    };
+    cipher.output_len(blob.len(), true).map_err(wrapped_error)?;
+    let mut out = cipher.update(blob).map_err(wrapped_error)?;
+    out.extend_from_slice(&cipher.finish().map_err(wrapped_error)?);
+    Ok(out)
+}
+
 /// CKM_AES_ECB.
 pub struct Ecb;
 
@@ -49,7 +76,19 @@ pub struct Cbc {
 
 impl Mechanism for Cbc {
     fn info(&self) -> CK_MECHANISM_INFO {
-        cipher_info()
+        if self.padded {
+            wrapping_cipher_info()
+        } else {
+            cipher_info()
+        }
+    }
+
+    fn wrap(&self, kek: &[u8], parameter: &Parameter, material: &[u8]) -> Result<Vec<u8>> {
+        wrap_with(self.cipher(kek, Direction::Encrypt, parameter)?, material)
+    }
+
+    fn unwrap(&self, kek: &[u8], parameter: &Parameter, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        unwrap_with(self.cipher(kek, Direction::Decrypt, parameter)?, blob)
     }
     fn key_types(&self) -> &'static [CK_KEY_TYPE] {
         &[CKK_AES]
@@ -95,7 +134,15 @@ pub struct Gcm;
 
 impl Mechanism for Gcm {
     fn info(&self) -> CK_MECHANISM_INFO {
-        cipher_info()
+        wrapping_cipher_info()
+    }
+
+    fn wrap(&self, kek: &[u8], parameter: &Parameter, material: &[u8]) -> Result<Vec<u8>> {
+        wrap_with(self.cipher(kek, Direction::Encrypt, parameter)?, material)
+    }
+
+    fn unwrap(&self, kek: &[u8], parameter: &Parameter, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        unwrap_with(self.cipher(kek, Direction::Decrypt, parameter)?, blob)
     }
     fn key_types(&self) -> &'static [CK_KEY_TYPE] {
         &[CKK_AES]

@@ -5,6 +5,7 @@ mod aes;
 pub mod cipher;
 pub mod digest;
 mod generic;
+mod kw;
 pub mod mac;
 pub mod params;
 
@@ -64,6 +65,22 @@ pub trait Mechanism: Send + Sync {
     fn mac(&self, _key: &[u8], _parameter: &Parameter) -> Result<MacOperation> {
         Err(unsupported())
     }
+
+    /// Wrap key material under a wrapping key's value.
+    fn wrap(&self, _kek: &[u8], _parameter: &Parameter, _material: &[u8]) -> Result<Vec<u8>> {
+        Err(unsupported())
+    }
+
+    /// Unwrap key material; the result is wiped on drop, and nothing of a blob that fails
+    /// authentication is returned.
+    fn unwrap(
+        &self,
+        _kek: &[u8],
+        _parameter: &Parameter,
+        _blob: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        Err(unsupported())
+    }
 }
 
 fn unsupported() -> Error {
@@ -80,6 +97,9 @@ static MECHANISMS: &[(CK_MECHANISM_TYPE, &dyn Mechanism)] = &[
     (CKM_AES_CBC_PAD, &aes::Cbc { padded: true }),
     (CKM_AES_CTR, &aes::Ctr),
     (CKM_AES_GCM, &aes::Gcm),
+    (CKM_AES_KEY_WRAP, &kw::Rfc3394),
+    (CKM_AES_KEY_WRAP_PAD, &kw::Rfc5649), // 0x210A, SoftHSMv2's number
+    (CKM_AES_KEY_WRAP_KWP, &kw::Rfc5649), // 0x210B, PKCS#11 3.0's number
     (CKM_AES_CMAC, &CmacMechanism { general: false }),
     (CKM_AES_CMAC_GENERAL, &CmacMechanism { general: true }),
     (CKM_GENERIC_SECRET_KEY_GEN, &generic::KeyGen),

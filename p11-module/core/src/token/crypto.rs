@@ -147,11 +147,17 @@ fn ends(part: Part, result: &Result<Output>) -> bool {
 }
 
 impl Module {
-    fn key_object(&self, session: &Session, handle: CK_OBJECT_HANDLE) -> Result<Arc<Object>> {
+    /// The object behind a handle, with `invalid` as the code for a bad handle.
+    pub(super) fn object_as(
+        &self,
+        session: &Session,
+        handle: CK_OBJECT_HANDLE,
+        invalid: Error,
+    ) -> Result<Arc<Object>> {
         let mut state = session.token.lock()?;
         state.refresh()?;
         state.object(handle).map_err(|err| match err {
-            Error::ObjectHandleInvalid => Error::KeyHandleInvalid,
+            Error::ObjectHandleInvalid => invalid,
             other => other,
         })
     }
@@ -175,7 +181,7 @@ impl Module {
             Direction::Decrypt => (CKF_DECRYPT, CKA_DECRYPT),
         };
         let mechanism = mech::lookup_for(kind, flag)?;
-        let key = self.key_object(&session, key)?;
+        let key = self.object_as(&session, key, Error::KeyHandleInvalid)?;
         check_key(&key, mechanism, kind, usage)?;
         let state = mechanism.cipher(key_value(&key, mechanism)?, direction, parameter)?;
         *operations.cipher(direction) = Some(Active::new(state));
@@ -269,18 +275,20 @@ impl Module {
         if operations.digest.is_none() {
             return Err(Error::OperationNotInitialized);
         }
-        let result = self.key_object(&session, key).and_then(|key| {
-            if key.class() != CKO_SECRET_KEY {
-                return Err(Error::KeyTypeInconsistent);
-            }
-            // A digest of a hidden key would reveal something of it.
-            if key.flag(CKA_SENSITIVE) || !key.flag(CKA_EXTRACTABLE) || key.is_locked() {
-                return Err(Error::KeyIndigestible);
-            }
-            Ok(Zeroizing::new(
-                key.bytes(CKA_VALUE).unwrap_or_default().to_vec(),
-            ))
-        });
+        let result = self
+            .object_as(&session, key, Error::KeyHandleInvalid)
+            .and_then(|key| {
+                if key.class() != CKO_SECRET_KEY {
+                    return Err(Error::KeyTypeInconsistent);
+                }
+                // A digest of a hidden key would reveal something of it.
+                if key.flag(CKA_SENSITIVE) || !key.flag(CKA_EXTRACTABLE) || key.is_locked() {
+                    return Err(Error::KeyIndigestible);
+                }
+                Ok(Zeroizing::new(
+                    key.bytes(CKA_VALUE).unwrap_or_default().to_vec(),
+                ))
+            });
         match (result, operations.digest.as_mut()) {
             (Ok(value), Some(active)) => {
                 active.multipart = true;
@@ -315,7 +323,7 @@ impl Module {
             (CKF_VERIFY, CKA_VERIFY)
         };
         let mechanism = mech::lookup_for(kind, flag)?;
-        let key = self.key_object(&session, key)?;
+        let key = self.object_as(&session, key, Error::KeyHandleInvalid)?;
         check_key(&key, mechanism, kind, usage)?;
         let state = mechanism.mac(key_value(&key, mechanism)?, parameter)?;
         *operations.mac(sign) = Some(Active::new(Box::new(state)));

@@ -6,6 +6,7 @@ pub mod object;
 pub mod rules;
 pub mod session;
 pub mod slot;
+mod wrap;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -559,7 +560,7 @@ impl Module {
         self.add(&session, &mut state, object)
     }
 
-    fn add(
+    pub(crate) fn add(
         &self,
         session: &Session,
         state: &mut TokenState,

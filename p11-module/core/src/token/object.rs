@@ -17,6 +17,8 @@ pub enum Origin {
     Create,
     /// `C_GenerateKey` with this mechanism: the token made the value.
     Generate(CK_MECHANISM_TYPE),
+    /// `C_UnwrapKey`: the value came from outside, in a wrapped blob.
+    Unwrap,
 }
 
 /// What `C_GetAttributeValue` may tell about one attribute.
@@ -148,7 +150,7 @@ impl Object {
             return Ok(());
         }
         let (local, mechanism) = match origin {
-            Origin::Create => (false, CK_UNAVAILABLE_INFORMATION),
+            Origin::Create | Origin::Unwrap => (false, CK_UNAVAILABLE_INFORMATION),
             Origin::Generate(mechanism) => (true, mechanism),
         };
         self.put(CKA_LOCAL, Value::bool(local));

@@ -1,0 +1,189 @@
+//! C_WrapKey and C_UnwrapKey (PKCS#11 3.0 §5.14): which keys may leave and enter, under
+//! which wrapping keys and templates.
+
+use pkcs11_sys::*;
+
+use crate::error::{Error, Result};
+use crate::mech::params::Parameter;
+use crate::mech::{self, Mechanism};
+use crate::token::Module;
+use crate::token::attr::{Attribute, Value};
+use crate::token::crypto::{Output, allowed};
+use crate::token::object::{Object, Origin, Read};
+use crate::token::slot::Login;
+
+/// Checks on a wrapping or unwrapping key, with the error codes of its role.
+struct KeyRole {
+    type_inconsistent: Error,
+    size_range: Error,
+    usage: CK_ATTRIBUTE_TYPE,
+}
+
+fn wrapping_role() -> KeyRole {
+    KeyRole {
+        type_inconsistent: Error::WrappingKeyTypeInconsistent,
+        size_range: Error::WrappingKeySizeRange,
+        usage: CKA_WRAP,
+    }
+}
+
+fn unwrapping_role() -> KeyRole {
+    KeyRole {
+        type_inconsistent: Error::UnwrappingKeyTypeInconsistent,
+        size_range: Error::UnwrappingKeySizeRange,
+        usage: CKA_UNWRAP,
+    }
+}
+
+/// The wrapping or unwrapping key's value, after every check its role needs.
+fn kek_value<'a>(
+    key: &'a Object,
+    role: KeyRole,
+    mechanism: &dyn Mechanism,
+    kind: CK_MECHANISM_TYPE,
+) -> Result<&'a [u8]> {
+    let type_ok = key.class() == CKO_SECRET_KEY
+        && key
+            .key_type()
+            .is_some_and(|t| mechanism.key_types().contains(&t));
+    if !type_ok {
+        return Err(role.type_inconsistent);
+    }
+    if !key.flag(role.usage) {
+        return Err(Error::KeyFunctionNotPermitted);
+    }
+    allowed(key, kind)?;
+    if key.is_locked() {
+        return Err(Error::UserNotLoggedIn);
+    }
+    let value = key.bytes(CKA_VALUE).ok_or(role.type_inconsistent)?;
+    if !mechanism.key_size_ok(value.len()) {
+        return Err(role.size_range);
+    }
+    Ok(value)
+}
+
+/// The nested template a key carries in `kind`, if any.
+fn nested(key: &Object, kind: CK_ATTRIBUTE_TYPE) -> Vec<Attribute> {
+    match key.read(kind) {
+        Read::Value(Value::Nested(template)) => template.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether `key` may leave the token wrapped by `kek` (PKCS#11 3.0 §4.9, §5.14.1):
+/// extractable, trusted wrapping where required, and matching the wrapping key's
+/// CKA_WRAP_TEMPLATE byte for byte.
+fn check_wrappable(key: &Object, kek: &Object) -> Result<()> {
+    // Private keys are wrapped in a later issue; certificates and data never are.
+    if key.class() != CKO_SECRET_KEY {
+        return Err(Error::KeyNotWrappable);
+    }
+    if !key.flag(CKA_EXTRACTABLE) {
+        return Err(Error::KeyUnextractable);
+    }
+    if key.flag(CKA_WRAP_WITH_TRUSTED) && !kek.flag(CKA_TRUSTED) {
+        return Err(Error::KeyNotWrappable);
+    }
+    if !key.matches(&nested(kek, CKA_WRAP_TEMPLATE)) {
+        return Err(Error::KeyNotWrappable);
+    }
+    if key.is_locked() {
+        return Err(Error::UserNotLoggedIn);
+    }
+    Ok(())
+}
+
+/// The caller's template completed by the unwrapping key's CKA_UNWRAP_TEMPLATE; an
+/// attribute given both ways must agree byte for byte.
+fn with_unwrap_template(template: &[Attribute], kek: &Object) -> Result<Vec<Attribute>> {
+    let mut merged = template.to_vec();
+    for required in nested(kek, CKA_UNWRAP_TEMPLATE) {
+        match template.iter().find(|given| given.kind == required.kind) {
+            Some(given) if given.value != required.value => {
+                return Err(Error::TemplateInconsistent(required.kind));
+            }
+            Some(_) => {}
+            None => merged.push(required),
+        }
+    }
+    Ok(merged)
+}
+
+/// SoftHSMv2 2.6.1 pads a key that is not whole 64-bit blocks with zero bytes before
+/// wrapping it, under RFC 3394 and under RFC 5649 alike, so its blob of a 20-byte secret
+/// opens to 24 bytes. When the template's CKA_VALUE_LEN says the key is shorter by less
+/// than a block and the surplus is all zero, the surplus is that padding and goes.
+fn strip_zero_padding(material: &mut Vec<u8>, value_len: Option<CK_ULONG>) {
+    let Some(len) = value_len.and_then(|len| usize::try_from(len).ok()) else {
+        return;
+    };
+    let surplus = material.get(len..).unwrap_or_default();
+    if !surplus.is_empty() && surplus.len() < 8 && surplus.iter().all(|byte| *byte == 0) {
+        material.truncate(len);
+    }
+}
+
+impl Module {
+    /// C_WrapKey: the blob, with the length-query protocol.
+    pub fn wrap_key(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        kind: CK_MECHANISM_TYPE,
+        parameter: &Parameter,
+        wrapping_key: CK_OBJECT_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        capacity: Option<usize>,
+    ) -> Result<Output> {
+        let session = self.session(handle)?;
+        let mechanism = mech::lookup_for(kind, CKF_WRAP)?;
+        let kek = self.object_as(&session, wrapping_key, Error::WrappingKeyHandleInvalid)?;
+        let kek_value = kek_value(&kek, wrapping_role(), mechanism, kind)?;
+        let key = self.object_as(&session, key, Error::KeyHandleInvalid)?;
+        check_wrappable(&key, &kek)?;
+        let material = key.bytes(CKA_VALUE).ok_or(Error::KeyNotWrappable)?;
+        let blob = mechanism.wrap(kek_value, parameter, material)?;
+        Ok(match capacity {
+            None => Output::Length(blob.len()),
+            Some(capacity) if capacity < blob.len() => Output::TooSmall(blob.len()),
+            Some(_) => Output::Data(blob.into()),
+        })
+    }
+
+    /// C_UnwrapKey: a new secret key from a blob and a template.
+    pub fn unwrap_key(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        kind: CK_MECHANISM_TYPE,
+        parameter: &Parameter,
+        unwrapping_key: CK_OBJECT_HANDLE,
+        blob: &[u8],
+        template: &[Attribute],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let session = self.session(handle)?;
+        let mechanism = mech::lookup_for(kind, CKF_UNWRAP)?;
+        let kek = self.object_as(&session, unwrapping_key, Error::UnwrappingKeyHandleInvalid)?;
+        let kek_value = kek_value(&kek, unwrapping_role(), mechanism, kind)?;
+        let template = with_unwrap_template(template, &kek)?;
+        let class = template
+            .iter()
+            .find(|a| a.kind == CKA_CLASS)
+            .ok_or(Error::TemplateIncomplete(CKA_CLASS))?;
+        if crate::token::attr::parse_ulong(CKA_CLASS, &class.value)? != CKO_SECRET_KEY {
+            return Err(Error::TemplateInconsistent(CKA_CLASS));
+        }
+        let is_so = session.token.lock()?.login == Login::So;
+        let mut key = Object::from_template(&template, &[], Origin::Unwrap, is_so)?;
+        let mut material = mechanism.unwrap(kek_value, parameter, blob)?;
+        strip_zero_padding(&mut material, key.ulong(CKA_VALUE_LEN));
+        key.put(CKA_VALUE, Value::Bytes(material));
+        key.finish(Origin::Unwrap).map_err(|err| match err {
+            // The blob held a value the key type cannot have.
+            Error::AttributeValueInvalid(CKA_VALUE) => Error::WrappedKeyInvalid,
+            other => other,
+        })?;
+        let mut state = session.token.lock()?;
+        state.refresh()?;
+        self.add(&session, &mut state, key)
+    }
+}
