@@ -418,3 +418,101 @@ fn wrap_with_trusted_needs_a_wrapping_key_the_so_trusts() {
         RvError::AttributeReadOnly
     );
 }
+
+fn import(session: &Session, key_type: KeyType, value: &[u8], wrap: bool) -> ObjectHandle {
+    session
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(key_type),
+            Attribute::Token(false),
+            Attribute::Value(value.to_vec()),
+            Attribute::Wrap(wrap),
+            Attribute::Unwrap(wrap),
+            Attribute::Extractable(true),
+        ])
+        .unwrap()
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn rfc_3394_vectors_through_the_pkcs11_api_on_both_tokens() {
+    // RFC 3394 §4.1, §4.3 and §4.6.
+    let vectors = [
+        (
+            "000102030405060708090A0B0C0D0E0F",
+            "00112233445566778899AABBCCDDEEFF",
+            "1FA68B0A8112B447AEF34BD8FB5A7B829D3E862371D2CFE5",
+        ),
+        (
+            "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F",
+            "00112233445566778899AABBCCDDEEFF",
+            "64E8C3F9CE0F5BA263E9777905818A2A93C8191E7D6E8AE7",
+        ),
+        (
+            "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F",
+            "00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F",
+            "28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21",
+        ),
+    ];
+    for module in Module::ALL {
+        let (slot, _) = fresh_token(module, "rfc3394");
+        let session = user_session(module, slot);
+        for (kek, key, wrapped) in vectors {
+            let kek = import(&session, KeyType::AES, &hex(kek), true);
+            let key = import(&session, KeyType::AES, &hex(key), false);
+            assert_eq!(
+                session.wrap_key(&Mechanism::AesKeyWrap, kek, key).unwrap(),
+                hex(wrapped),
+                "{module:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn rfc_5649_vectors_through_the_pkcs11_api() {
+    // RFC 5649 §6: a 20-byte and a 7-byte key under a 192-bit KEK. (SoftHSMv2 zero-pads
+    // such keys before wrapping, so only keyferry reproduces the RFC's blobs.)
+    let (slot, _) = fresh_token(Module::Keyferry, "rfc5649");
+    let session = user_session(Module::Keyferry, slot);
+    let kek = import(
+        &session,
+        KeyType::AES,
+        &hex("5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8"),
+        true,
+    );
+    for (key, wrapped) in [
+        (
+            "c37b7e6492584340bed12207808941155068f738",
+            "138bdeaa9b8fa7fc61f97742e72248ee5ae6ae5360d1ae6a5f54f373fa543b6a",
+        ),
+        ("466f7250617369", "afbeb0f07dfbf5419200f2ccb50bb24f"),
+    ] {
+        let secret = import(&session, KeyType::GENERIC_SECRET, &hex(key), false);
+        let blob = session
+            .wrap_key(&Mechanism::AesKeyWrapPad, kek, secret)
+            .unwrap();
+        assert_eq!(blob, hex(wrapped));
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Token(false),
+            Attribute::Sensitive(false),
+        ];
+        let back = session
+            .unwrap_key(&Mechanism::AesKeyWrapPad, kek, &blob, &template)
+            .unwrap();
+        assert_eq!(
+            session
+                .get_attributes(back, &[AttributeType::Value])
+                .unwrap(),
+            vec![Attribute::Value(hex(key))]
+        );
+    }
+}

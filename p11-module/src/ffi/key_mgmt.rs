@@ -11,13 +11,13 @@ export! {
     fn C_GenerateKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, pTemplate: CK_ATTRIBUTE_PTR, ulCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR) => generate_key;
     fn C_SeedRandom(hSession: CK_SESSION_HANDLE, pSeed: CK_BYTE_PTR, ulSeedLen: CK_ULONG) => seed_random;
     fn C_GenerateRandom(hSession: CK_SESSION_HANDLE, RandomData: CK_BYTE_PTR, ulRandomLen: CK_ULONG) => generate_random;
+    fn C_DeriveKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hBaseKey: CK_OBJECT_HANDLE, pTemplate: CK_ATTRIBUTE_PTR, ulAttributeCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR) => derive_key;
     fn C_WrapKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hWrappingKey: CK_OBJECT_HANDLE, hKey: CK_OBJECT_HANDLE, pWrappedKey: CK_BYTE_PTR, pulWrappedKeyLen: CK_ULONG_PTR) => wrap_key;
     fn C_UnwrapKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hUnwrappingKey: CK_OBJECT_HANDLE, pWrappedKey: CK_BYTE_PTR, ulWrappedKeyLen: CK_ULONG, pTemplate: CK_ATTRIBUTE_PTR, ulAttributeCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR) => unwrap_key;
 }
 
 not_supported! {
     fn C_GenerateKeyPair(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, pPublicKeyTemplate: CK_ATTRIBUTE_PTR, ulPublicKeyAttributeCount: CK_ULONG, pPrivateKeyTemplate: CK_ATTRIBUTE_PTR, ulPrivateKeyAttributeCount: CK_ULONG, phPublicKey: CK_OBJECT_HANDLE_PTR, phPrivateKey: CK_OBJECT_HANDLE_PTR);
-    fn C_DeriveKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hBaseKey: CK_OBJECT_HANDLE, pTemplate: CK_ATTRIBUTE_PTR, ulAttributeCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR);
 }
 
 unsafe fn generate_key(
@@ -111,5 +111,26 @@ unsafe fn unwrap_key(
         wrapped,
         &template,
     )?;
+    Ok(())
+}
+
+unsafe fn derive_key(
+    module: &Module,
+    session: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_PTR,
+    base: CK_OBJECT_HANDLE,
+    template: CK_ATTRIBUTE_PTR,
+    count: CK_ULONG,
+    key: CK_OBJECT_HANDLE_PTR,
+) -> Result<()> {
+    // SAFETY: the caller's promise covers every pointer.
+    let (key, (kind, parameter), template) = unsafe {
+        (
+            out(key)?,
+            in_mechanism(mechanism)?,
+            in_template(template, count)?,
+        )
+    };
+    *key = module.derive_key(session, kind, &parameter, base, &template)?;
     Ok(())
 }

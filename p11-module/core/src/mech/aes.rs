@@ -122,10 +122,10 @@ impl Mechanism for Ctr {
     fn cipher(
         &self,
         key: &[u8],
-        _direction: Direction,
+        direction: Direction,
         parameter: &Parameter,
     ) -> Result<Box<dyn Cipher>> {
-        Ok(Box::new(cipher::Counter::new(key, parameter)?))
+        Ok(Box::new(cipher::Counter::new(key, direction, parameter)?))
     }
 }
 
@@ -154,6 +154,42 @@ impl Mechanism for Gcm {
         parameter: &Parameter,
     ) -> Result<Box<dyn Cipher>> {
         Ok(Box::new(cipher::Gcm::new(key, direction, parameter)?))
+    }
+}
+
+/// CKM_AES_ECB_ENCRYPT_DATA and CKM_AES_CBC_ENCRYPT_DATA (PKCS#11 3.0 §2.10.9): the new
+/// key's value is the base key's encryption of the parameter's data.
+pub struct EncryptData {
+    /// CBC with the parameter's IV, else ECB.
+    pub cbc: bool,
+}
+
+impl Mechanism for EncryptData {
+    fn info(&self) -> CK_MECHANISM_INFO {
+        CK_MECHANISM_INFO {
+            ulMinKeySize: 16,
+            ulMaxKeySize: 32,
+            flags: CKF_DERIVE,
+        }
+    }
+
+    fn key_types(&self) -> &'static [CK_KEY_TYPE] {
+        &[CKK_AES]
+    }
+
+    fn derive(&self, base: &[u8], parameter: &Parameter) -> Result<Zeroizing<Vec<u8>>> {
+        let (iv, data) = match (self.cbc, parameter) {
+            (false, Parameter::DeriveData(data)) => (None, data),
+            (true, Parameter::CbcDeriveData { iv, data }) => (Some(*iv), data),
+            _ => return Err(Error::MechanismParamInvalid),
+        };
+        if data.is_empty() || data.len() % 16 != 0 {
+            return Err(Error::MechanismParamInvalid);
+        }
+        let mut cipher = cipher::BlockMode::new(base, Direction::Encrypt, iv, false)?;
+        let mut out = cipher.update(data)?;
+        out.extend_from_slice(&cipher.finish()?);
+        Ok(out)
     }
 }
 

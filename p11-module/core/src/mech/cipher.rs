@@ -290,6 +290,8 @@ pub struct Counter {
     blocks_left: u128,
     /// Bytes used of the current block.
     offset: usize,
+    /// Which length error a counter overrun is.
+    direction: Direction,
 }
 
 /// The mode types are deliberately not Clone: a copy is a new stream sought to the same
@@ -336,7 +338,7 @@ impl CtrStream {
 
 impl Counter {
     /// From CK_AES_CTR_PARAMS: a CK_ULONG of counter bits (1–128), then the 16-byte block.
-    pub fn new(key: &[u8], parameter: &Parameter) -> Result<Self> {
+    pub fn new(key: &[u8], direction: Direction, parameter: &Parameter) -> Result<Self> {
         let bytes = parameter.bytes()?;
         let word = std::mem::size_of::<CK_ULONG>();
         if bytes.len() != word + BLOCK {
@@ -362,6 +364,7 @@ impl Counter {
             stream,
             blocks_left,
             offset: 0,
+            direction,
         })
     }
 }
@@ -377,7 +380,7 @@ impl Cipher for Counter {
     fn output_len(&self, input_len: usize, _finishing: bool) -> Result<usize> {
         // The counter must not wrap into the IV part of the block (PKCS#11 3.0 §2.10.5).
         if self.new_blocks(input_len) > self.blocks_left {
-            return Err(Error::DataLenRange);
+            return Err(self.direction.len_range());
         }
         Ok(input_len)
     }
@@ -405,6 +408,7 @@ impl Cipher for Counter {
             stream,
             blocks_left: self.blocks_left,
             offset: self.offset,
+            direction: self.direction,
         })
     }
 }
@@ -638,7 +642,8 @@ mod tests {
     fn ctr_with_a_full_128_bit_counter_from_zero_works() {
         let mut parameter = (128 as CK_ULONG).to_ne_bytes().to_vec();
         parameter.extend_from_slice(&[0u8; 16]);
-        let mut ctr = Counter::new(&[1u8; 16], &Parameter::Bytes(parameter)).expect("cipher");
+        let mut ctr = Counter::new(&[1u8; 16], Direction::Encrypt, &Parameter::Bytes(parameter))
+            .expect("cipher");
         assert_eq!(ctr.update(&[0u8; 40]).expect("encrypts").len(), 40);
     }
 
@@ -648,7 +653,8 @@ mod tests {
         let mut block = [0u8; 16];
         block[15] = 0xfe;
         parameter.extend_from_slice(&block);
-        let mut ctr = Counter::new(&[1u8; 16], &Parameter::Bytes(parameter)).expect("cipher");
+        let mut ctr = Counter::new(&[1u8; 16], Direction::Encrypt, &Parameter::Bytes(parameter))
+            .expect("cipher");
         assert_eq!(ctr.output_len(32, false).ok(), Some(32));
         assert!(matches!(
             ctr.output_len(33, false),

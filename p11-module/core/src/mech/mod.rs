@@ -66,6 +66,11 @@ pub trait Mechanism: Send + Sync {
         Err(unsupported())
     }
 
+    /// Derive key material from a base key's value.
+    fn derive(&self, _base: &[u8], _parameter: &Parameter) -> Result<Zeroizing<Vec<u8>>> {
+        Err(unsupported())
+    }
+
     /// Wrap key material under a wrapping key's value.
     fn wrap(&self, _kek: &[u8], _parameter: &Parameter, _material: &[u8]) -> Result<Vec<u8>> {
         Err(unsupported())
@@ -100,6 +105,8 @@ static MECHANISMS: &[(CK_MECHANISM_TYPE, &dyn Mechanism)] = &[
     (CKM_AES_KEY_WRAP, &kw::Rfc3394),
     (CKM_AES_KEY_WRAP_PAD, &kw::Rfc5649), // 0x210A, SoftHSMv2's number
     (CKM_AES_KEY_WRAP_KWP, &kw::Rfc5649), // 0x210B, PKCS#11 3.0's number
+    (CKM_AES_ECB_ENCRYPT_DATA, &aes::EncryptData { cbc: false }),
+    (CKM_AES_CBC_ENCRYPT_DATA, &aes::EncryptData { cbc: true }),
     (CKM_AES_CMAC, &CmacMechanism { general: false }),
     (CKM_AES_CMAC_GENERAL, &CmacMechanism { general: true }),
     (CKM_GENERIC_SECRET_KEY_GEN, &generic::KeyGen),

@@ -19,6 +19,16 @@ pub enum Origin {
     Generate(CK_MECHANISM_TYPE),
     /// `C_UnwrapKey`: the value came from outside, in a wrapped blob.
     Unwrap,
+    /// `C_DeriveKey` with this mechanism from a base key with these ALWAYS_SENSITIVE and
+    /// NEVER_EXTRACTABLE values (PKCS#11 3.0 §4.10, the derived key inherits them).
+    Derive {
+        /// The derivation mechanism.
+        mechanism: CK_MECHANISM_TYPE,
+        /// The base key's CKA_ALWAYS_SENSITIVE.
+        always_sensitive: bool,
+        /// The base key's CKA_NEVER_EXTRACTABLE.
+        never_extractable: bool,
+    },
 }
 
 /// What `C_GetAttributeValue` may tell about one attribute.
@@ -149,17 +159,30 @@ impl Object {
         if !matches!(class, CKO_SECRET_KEY | CKO_PRIVATE_KEY | CKO_PUBLIC_KEY) {
             return Ok(());
         }
-        let (local, mechanism) = match origin {
-            Origin::Create | Origin::Unwrap => (false, CK_UNAVAILABLE_INFORMATION),
-            Origin::Generate(mechanism) => (true, mechanism),
+        // (LOCAL, KEY_GEN_MECHANISM, whether the material was always sensitive and never
+        // extractable before this object).
+        let (local, mechanism, was_sensitive, was_unextractable) = match origin {
+            Origin::Create | Origin::Unwrap => (false, CK_UNAVAILABLE_INFORMATION, false, false),
+            Origin::Generate(mechanism) => (true, mechanism, true, true),
+            Origin::Derive {
+                mechanism,
+                always_sensitive,
+                never_extractable,
+            } => (false, mechanism, always_sensitive, never_extractable),
         };
         self.put(CKA_LOCAL, Value::bool(local));
         self.put(CKA_KEY_GEN_MECHANISM, Value::ulong(mechanism));
         if class != CKO_PUBLIC_KEY {
             let sensitive = self.flag(CKA_SENSITIVE);
             let extractable = self.flag(CKA_EXTRACTABLE);
-            self.put(CKA_ALWAYS_SENSITIVE, Value::bool(local && sensitive));
-            self.put(CKA_NEVER_EXTRACTABLE, Value::bool(local && !extractable));
+            self.put(
+                CKA_ALWAYS_SENSITIVE,
+                Value::bool(was_sensitive && sensitive),
+            );
+            self.put(
+                CKA_NEVER_EXTRACTABLE,
+                Value::bool(was_unextractable && !extractable),
+            );
         }
         if class == CKO_PUBLIC_KEY && self.key_type() == Some(CKK_RSA) && origin == Origin::Create {
             let bits = self.bytes(CKA_MODULUS).map(bit_length).unwrap_or(0);

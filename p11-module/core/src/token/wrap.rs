@@ -1,5 +1,5 @@
-//! C_WrapKey and C_UnwrapKey (PKCS#11 3.0 §5.14): which keys may leave and enter, under
-//! which wrapping keys and templates.
+//! C_WrapKey, C_UnwrapKey and C_DeriveKey (PKCS#11 3.0 §5.14): which keys may leave and
+//! enter, under which wrapping keys and templates, and keys derived from others.
 
 use pkcs11_sys::*;
 
@@ -27,6 +27,14 @@ fn wrapping_role() -> KeyRole {
     }
 }
 
+fn derive_role() -> KeyRole {
+    KeyRole {
+        type_inconsistent: Error::KeyTypeInconsistent,
+        size_range: Error::KeySizeRange,
+        usage: CKA_DERIVE,
+    }
+}
+
 fn unwrapping_role() -> KeyRole {
     KeyRole {
         type_inconsistent: Error::UnwrappingKeyTypeInconsistent,
@@ -35,8 +43,8 @@ fn unwrapping_role() -> KeyRole {
     }
 }
 
-/// The wrapping or unwrapping key's value, after every check its role needs.
-fn kek_value<'a>(
+/// A wrapping, unwrapping or base key's value, after every check its role needs.
+fn checked_value<'a>(
     key: &'a Object,
     role: KeyRole,
     mechanism: &dyn Mechanism,
@@ -94,11 +102,15 @@ fn check_wrappable(key: &Object, kek: &Object) -> Result<()> {
     Ok(())
 }
 
-/// The caller's template completed by the unwrapping key's CKA_UNWRAP_TEMPLATE; an
-/// attribute given both ways must agree byte for byte.
-fn with_unwrap_template(template: &[Attribute], kek: &Object) -> Result<Vec<Attribute>> {
+/// The caller's template completed by a key's CKA_UNWRAP_TEMPLATE or CKA_DERIVE_TEMPLATE
+/// (`kind`); an attribute given both ways must agree byte for byte.
+fn with_template_of(
+    template: &[Attribute],
+    key: &Object,
+    kind: CK_ATTRIBUTE_TYPE,
+) -> Result<Vec<Attribute>> {
     let mut merged = template.to_vec();
-    for required in nested(kek, CKA_UNWRAP_TEMPLATE) {
+    for required in nested(key, kind) {
         match template.iter().find(|given| given.kind == required.kind) {
             Some(given) if given.value != required.value => {
                 return Err(Error::TemplateInconsistent(required.kind));
@@ -138,7 +150,7 @@ impl Module {
         let session = self.session(handle)?;
         let mechanism = mech::lookup_for(kind, CKF_WRAP)?;
         let kek = self.object_as(&session, wrapping_key, Error::WrappingKeyHandleInvalid)?;
-        let kek_value = kek_value(&kek, wrapping_role(), mechanism, kind)?;
+        let kek_value = checked_value(&kek, wrapping_role(), mechanism, kind)?;
         let key = self.object_as(&session, key, Error::KeyHandleInvalid)?;
         check_wrappable(&key, &kek)?;
         let material = key.bytes(CKA_VALUE).ok_or(Error::KeyNotWrappable)?;
@@ -163,8 +175,8 @@ impl Module {
         let session = self.session(handle)?;
         let mechanism = mech::lookup_for(kind, CKF_UNWRAP)?;
         let kek = self.object_as(&session, unwrapping_key, Error::UnwrappingKeyHandleInvalid)?;
-        let kek_value = kek_value(&kek, unwrapping_role(), mechanism, kind)?;
-        let template = with_unwrap_template(template, &kek)?;
+        let kek_value = checked_value(&kek, unwrapping_role(), mechanism, kind)?;
+        let template = with_template_of(template, &kek, CKA_UNWRAP_TEMPLATE)?;
         let class = template
             .iter()
             .find(|a| a.kind == CKA_CLASS)
@@ -180,6 +192,48 @@ impl Module {
         key.finish(Origin::Unwrap).map_err(|err| match err {
             // The blob held a value the key type cannot have.
             Error::AttributeValueInvalid(CKA_VALUE) => Error::WrappedKeyInvalid,
+            other => other,
+        })?;
+        let mut state = session.token.lock()?;
+        state.refresh()?;
+        self.add(&session, &mut state, key)
+    }
+
+    /// C_DeriveKey: a new secret key whose value a mechanism computes from a base key.
+    pub fn derive_key(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        kind: CK_MECHANISM_TYPE,
+        parameter: &Parameter,
+        base: CK_OBJECT_HANDLE,
+        template: &[Attribute],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let session = self.session(handle)?;
+        let mechanism = mech::lookup_for(kind, CKF_DERIVE)?;
+        let base = self.object_as(&session, base, Error::KeyHandleInvalid)?;
+        let base_value = checked_value(&base, derive_role(), mechanism, kind)?;
+        let template = with_template_of(template, &base, CKA_DERIVE_TEMPLATE)?;
+        let implied = [Attribute::new(CKA_CLASS, Value::ulong(CKO_SECRET_KEY))];
+        let is_so = session.token.lock()?.login == Login::So;
+        let origin = Origin::Derive {
+            mechanism: kind,
+            always_sensitive: base.flag(CKA_ALWAYS_SENSITIVE),
+            never_extractable: base.flag(CKA_NEVER_EXTRACTABLE),
+        };
+        let mut key = Object::from_template(&template, &implied, origin, is_so)?;
+        let mut material = mechanism.derive(base_value, parameter)?;
+        // CKA_VALUE_LEN takes the leading bytes; without it the key takes them all.
+        if let Some(len) = key.ulong(CKA_VALUE_LEN) {
+            let len =
+                usize::try_from(len).map_err(|_| Error::TemplateInconsistent(CKA_VALUE_LEN))?;
+            if len == 0 || len > material.len() {
+                return Err(Error::TemplateInconsistent(CKA_VALUE_LEN));
+            }
+            material.truncate(len);
+        }
+        key.put(CKA_VALUE, Value::Bytes(material));
+        key.finish(origin).map_err(|err| match err {
+            Error::AttributeValueInvalid(CKA_VALUE) => Error::TemplateInconsistent(CKA_VALUE_LEN),
             other => other,
         })?;
         let mut state = session.token.lock()?;

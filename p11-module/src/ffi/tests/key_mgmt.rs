@@ -437,7 +437,6 @@ fn functions_not_provided_yet_are_function_not_supported() {
         C_SignEncryptUpdate(session, null_mut(), 0, null_mut(), null_mut());
         C_DecryptVerifyUpdate(session, null_mut(), 0, null_mut(), null_mut());
         C_GenerateKeyPair(session, null_mut(), null_mut(), 0, null_mut(), 0, null_mut(), null_mut());
-        C_DeriveKey(session, null_mut(), key, null_mut(), 0, null_mut());
     );
     let f3 = functions_3_0();
     assert_not_supported!(f3,

@@ -9,11 +9,13 @@
     reason = "tests unwrap the function pointers of the tables they check and fail loudly"
 )]
 
+mod crypto;
 mod general;
 mod key_mgmt;
 mod object;
 mod session;
 mod slot_token;
+mod wrap;
 
 use std::ptr::null_mut;
 
