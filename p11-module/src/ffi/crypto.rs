@@ -277,7 +277,7 @@ unsafe fn sign_init(
 ) -> Result<()> {
     // SAFETY: the caller's promise covers the mechanism and its parameter.
     let (kind, parameter) = unsafe { in_mechanism(mechanism) }?;
-    module.mac_init(session, true, kind, &parameter, key)
+    module.sign_init(session, true, kind, &parameter, key)
 }
 
 unsafe fn sign(
@@ -306,7 +306,7 @@ unsafe fn sign_update(
 ) -> Result<()> {
     // SAFETY: the caller's promise covers the input.
     let data = unsafe { in_slice(data, data_len) }?;
-    module.mac_update(session, true, data)
+    module.sign_update(session, true, data)
 }
 
 unsafe fn sign_final(
@@ -331,7 +331,7 @@ unsafe fn verify_init(
 ) -> Result<()> {
     // SAFETY: the caller's promise covers the mechanism and its parameter.
     let (kind, parameter) = unsafe { in_mechanism(mechanism) }?;
-    module.mac_init(session, false, kind, &parameter, key)
+    module.sign_init(session, false, kind, &parameter, key)
 }
 
 unsafe fn verify(
@@ -360,7 +360,7 @@ unsafe fn verify_update(
 ) -> Result<()> {
     // SAFETY: the caller's promise covers the input.
     let data = unsafe { in_slice(data, data_len) }?;
-    module.mac_update(session, false, data)
+    module.sign_update(session, false, data)
 }
 
 unsafe fn verify_final(

@@ -9,7 +9,8 @@ use pkcs11_sys::*;
 
 use crate::ffi::convert::out;
 use crate::ffi::entry::{guard, install, uninstall};
-use crate::ffi::{FUNCTION_LIST_2_40, INTERFACES, export};
+use crate::ffi::lists::{INTERFACE_SLOTS, INTERFACES};
+use crate::ffi::{FUNCTION_LIST_2_40, export};
 
 /// `C_Initialize`.
 ///
@@ -134,7 +135,7 @@ pub unsafe extern "C" fn C_GetInterfaceList(
 ) -> CK_RV {
     guard("C_GetInterfaceList", || {
         let interfaces: Vec<CK_INTERFACE> =
-            INTERFACES.iter().map(|interface| interface.0).collect();
+            INTERFACES.iter().map(|(interface, _)| *interface).collect();
         // SAFETY: the caller's promise covers both pointers.
         unsafe { crate::ffi::convert::out_list(pInterfacesList, pulCount, &interfaces) }
     })
@@ -160,15 +161,13 @@ pub unsafe extern "C" fn C_GetInterface(
             || unsafe { std::ffi::CStr::from_ptr(pInterfaceName as *const std::ffi::c_char) }.to_bytes() == b"PKCS 11";
         // SAFETY: NULL or valid for one CK_VERSION by the caller's promise.
         let version = unsafe { pVersion.as_ref() };
-        let found = INTERFACES.iter().find(|interface| {
-            let wanted_version = version.is_none_or(|v| {
-                let ours = interface.version();
-                (v.major, v.minor) == (ours.major, ours.minor)
-            });
-            name_ok && wanted_version && flags & !interface.0.flags == 0
+        let found = INTERFACES.iter().position(|(interface, ours)| {
+            let wanted_version =
+                version.is_none_or(|v| (v.major, v.minor) == (ours.major, ours.minor));
+            name_ok && wanted_version && flags & !interface.flags == 0
         });
-        let interface = found.ok_or(Error::ArgumentsBad("no such interface"))?;
-        *slot = std::ptr::addr_of!(interface.0).cast_mut();
+        let index = found.ok_or(Error::ArgumentsBad("no such interface"))?;
+        *slot = INTERFACE_SLOTS.get(index);
         Ok(())
     })
 }

@@ -47,39 +47,56 @@ function_lists! {
     ]
 }
 
-/// A CK_INTERFACE in a static: its pointers lead only to immutable statics.
-pub(crate) struct Interface(pub(crate) CK_INTERFACE);
+const INTERFACE_NAME: &[u8] = b"PKCS 11\0";
 
-// SAFETY: the pointers inside point to immutable statics (a NUL-terminated name and a
-// function list) that nothing ever writes, so sharing them between threads is sound.
-unsafe impl Sync for Interface {}
-
-impl Interface {
-    /// The version of the function list behind the interface.
-    pub(crate) fn version(&self) -> CK_VERSION {
-        if std::ptr::eq(
-            self.0.pFunctionList.cast_const(),
-            std::ptr::addr_of!(FUNCTION_LIST_3_0).cast(),
-        ) {
-            FUNCTION_LIST_3_0.version
-        } else {
-            FUNCTION_LIST_2_40.version
-        }
+/// One interface: "PKCS 11" with the 3.0 or the 2.40 function list.
+const fn interface(list: *const std::ffi::c_void) -> CK_INTERFACE {
+    CK_INTERFACE {
+        pInterfaceName: INTERFACE_NAME.as_ptr().cast_mut(),
+        pFunctionList: list.cast_mut(),
+        flags: 0,
     }
 }
 
-const INTERFACE_NAME: &[u8] = b"PKCS 11\0";
-
-/// The interfaces, newest first: `C_GetInterface` with no version returns the first.
-pub(crate) static INTERFACES: [Interface; 2] = [
-    Interface(CK_INTERFACE {
-        pInterfaceName: INTERFACE_NAME.as_ptr().cast_mut(),
-        pFunctionList: std::ptr::addr_of!(FUNCTION_LIST_3_0).cast_mut().cast(),
-        flags: 0,
-    }),
-    Interface(CK_INTERFACE {
-        pInterfaceName: INTERFACE_NAME.as_ptr().cast_mut(),
-        pFunctionList: std::ptr::addr_of!(FUNCTION_LIST_2_40).cast_mut().cast(),
-        flags: 0,
-    }),
+/// The interfaces, newest first (`C_GetInterface` with no version takes the first), with
+/// their versions. `C_GetInterfaceList` copies these values.
+pub(crate) const INTERFACES: [(CK_INTERFACE, CK_VERSION); 2] = [
+    (
+        interface(std::ptr::addr_of!(FUNCTION_LIST_3_0).cast()),
+        CK_VERSION { major: 3, minor: 0 },
+    ),
+    (
+        interface(std::ptr::addr_of!(FUNCTION_LIST_2_40).cast()),
+        CK_VERSION {
+            major: 2,
+            minor: 40,
+        },
+    ),
 ];
+
+/// Where `C_GetInterface` points its callers. Writable memory, not a read-only static:
+/// OpenSC's pkcs11-spy 0.23 (Debian's) writes its own function list into the interface it
+/// is handed and crashed on a read-only one (fixed upstream in OpenSC PR #3275). keyferry
+/// never reads these back.
+pub(crate) struct InterfaceSlots(std::cell::UnsafeCell<[CK_INTERFACE; 2]>);
+
+// SAFETY: keyferry only hands out pointers into the cell and never reads or writes it;
+// whatever a caller writes there is the caller's own business, as with any memory a
+// PKCS#11 library returns.
+unsafe impl Sync for InterfaceSlots {}
+
+/// The interface slots, initialised from `INTERFACES`.
+pub(crate) static INTERFACE_SLOTS: InterfaceSlots = InterfaceSlots(std::cell::UnsafeCell::new([
+    INTERFACES[0].0,
+    INTERFACES[1].0,
+]));
+
+impl InterfaceSlots {
+    /// The slot of interface `index` (0 or 1).
+    pub(crate) fn get(&self, index: usize) -> *mut CK_INTERFACE {
+        self.0
+            .get()
+            .cast::<CK_INTERFACE>()
+            .wrapping_add(index.min(1))
+    }
+}

@@ -58,6 +58,5 @@ macro_rules! not_supported {
 pub(crate) use export;
 pub(crate) use not_supported;
 
-mod lists;
-pub(crate) use lists::INTERFACES;
+pub(crate) mod lists;
 pub use lists::{FUNCTION_LIST_2_40, FUNCTION_LIST_3_0};

@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 use crate::mech::Mechanism;
 use crate::mech::digest::Algorithm;
 use crate::mech::params::Parameter;
+use crate::mech::sign::Signer;
+use crate::token::object::Object;
+use subtle::ConstantTimeEq;
 
 /// A MAC in progress.
 pub trait Mac: Send {
@@ -29,12 +32,54 @@ impl<M: hmac::Mac + Send + 'static> Mac for M {
     }
 }
 
+/// A secret key's value, sized for the mechanism.
+fn secret_value<'a>(key: &'a Object, mechanism: &dyn Mechanism) -> Result<&'a [u8]> {
+    let value = key.bytes(CKA_VALUE).ok_or(Error::KeyTypeInconsistent)?;
+    if mechanism.key_size_ok(value.len()) {
+        Ok(value)
+    } else {
+        Err(Error::KeySizeRange)
+    }
+}
+
 /// A MAC operation: the state and how many bytes of the MAC count.
 pub struct MacOperation {
     /// The running MAC.
     pub mac: Box<dyn Mac>,
     /// Output length in bytes (the full MAC, or the _GENERAL parameter).
     pub len: usize,
+}
+
+impl Signer for MacOperation {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.mac.update(data);
+        Ok(())
+    }
+
+    fn signature_len(&self) -> usize {
+        self.len
+    }
+
+    fn sign(self: Box<Self>) -> Result<Vec<u8>> {
+        let len = self.len;
+        let mut tag = self.mac.finish();
+        tag.truncate(len);
+        Ok(tag.to_vec())
+    }
+
+    fn verify(self: Box<Self>, signature: &[u8]) -> Result<()> {
+        if signature.len() != self.len {
+            return Err(Error::SignatureLenRange);
+        }
+        let len = self.len;
+        let tag = self.mac.finish();
+        let matches: bool = tag[..len].ct_eq(signature).into();
+        if matches {
+            Ok(())
+        } else {
+            Err(Error::SignatureInvalid)
+        }
+    }
 }
 
 /// The output length: the full `full` bytes, or a _GENERAL parameter of 1..=`full`.
@@ -78,7 +123,14 @@ impl Mechanism for HmacMechanism {
         (1..=MAX_HMAC_KEY).contains(&len)
     }
 
-    fn mac(&self, key: &[u8], parameter: &Parameter) -> Result<MacOperation> {
+    fn signer(&self, key: &Object, parameter: &Parameter, _sign: bool) -> Result<Box<dyn Signer>> {
+        Ok(Box::new(self.mac(secret_value(key, self)?, parameter)?))
+    }
+}
+
+impl HmacMechanism {
+    /// A MAC under a key value.
+    pub fn mac(&self, key: &[u8], parameter: &Parameter) -> Result<MacOperation> {
         let len = mac_len(self.general, self.hash.output_len(), parameter)?;
         let bad_key = |_| Error::KeySizeRange;
         let mac: Box<dyn Mac> = match self.hash {
@@ -123,7 +175,14 @@ impl Mechanism for CmacMechanism {
         matches!(len, 16 | 24 | 32)
     }
 
-    fn mac(&self, key: &[u8], parameter: &Parameter) -> Result<MacOperation> {
+    fn signer(&self, key: &Object, parameter: &Parameter, _sign: bool) -> Result<Box<dyn Signer>> {
+        Ok(Box::new(self.mac(secret_value(key, self)?, parameter)?))
+    }
+}
+
+impl CmacMechanism {
+    /// A MAC under a key value.
+    pub fn mac(&self, key: &[u8], parameter: &Parameter) -> Result<MacOperation> {
         let len = mac_len(self.general, 16, parameter)?;
         let bad_key = |_| Error::KeySizeRange;
         let mac: Box<dyn Mac> = match key.len() {
@@ -141,11 +200,10 @@ mod tests {
     use super::*;
     use hex_literal::hex;
 
-    fn mac(mechanism: &dyn Mechanism, key: &[u8], parameter: &Parameter, data: &[u8]) -> Vec<u8> {
-        let mut operation = mechanism.mac(key, parameter).expect("mac");
-        operation.mac.update(data);
-        let full = operation.mac.finish();
-        full[..operation.len].to_vec()
+    fn tag(operation: Result<MacOperation>, data: &[u8]) -> Vec<u8> {
+        let mut operation = Box::new(operation.expect("mac"));
+        operation.update(data).expect("absorbs");
+        operation.sign().expect("signs")
     }
 
     #[test]
@@ -154,14 +212,12 @@ mod tests {
             hash: Algorithm::Sha256,
             general: false,
         };
-        let tag = mac(
-            &mechanism,
-            b"Jefe",
-            &Parameter::Bytes(vec![]),
+        let full = tag(
+            mechanism.mac(b"Jefe", &Parameter::Bytes(vec![])),
             b"what do ya want for nothing?",
         );
         assert_eq!(
-            tag,
+            full,
             hex!("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
         );
         let general = HmacMechanism {
@@ -170,13 +226,11 @@ mod tests {
         };
         let truncated = Parameter::Bytes((16 as CK_ULONG).to_ne_bytes().to_vec());
         assert_eq!(
-            mac(
-                &general,
-                b"Jefe",
-                &truncated,
+            tag(
+                general.mac(b"Jefe", &truncated),
                 b"what do ya want for nothing?"
             ),
-            tag[..16]
+            full[..16]
         );
         let too_long = Parameter::Bytes((33 as CK_ULONG).to_ne_bytes().to_vec());
         assert!(matches!(
@@ -189,12 +243,8 @@ mod tests {
     fn rfc_4493_example_2() {
         let key = hex!("2b7e151628aed2a6abf7158809cf4f3c");
         let data = hex!("6bc1bee22e409f96e93d7e117393172a");
-        let tag = mac(
-            &CmacMechanism { general: false },
-            &key,
-            &Parameter::Bytes(vec![]),
-            &data,
-        );
-        assert_eq!(tag, hex!("070a16b46b4d4144f79bdd9dd04a287c"));
+        let cmac = CmacMechanism { general: false };
+        let got = tag(cmac.mac(&key, &Parameter::Bytes(vec![])), &data);
+        assert_eq!(got, hex!("070a16b46b4d4144f79bdd9dd04a287c"));
     }
 }

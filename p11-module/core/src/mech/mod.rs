@@ -8,15 +8,17 @@ mod generic;
 mod kw;
 pub mod mac;
 pub mod params;
+pub mod sign;
 
 use pkcs11_sys::*;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::token::object::Object;
 use cipher::{Cipher, Direction};
 use digest::{Algorithm, Hash};
-use mac::MacOperation;
 use params::Parameter;
+use sign::Signer;
 
 /// A mechanism. Default methods refuse what it does not do; callers check `info().flags`
 /// first, so a refusal here is a registry mistake, not a caller's.
@@ -61,8 +63,20 @@ pub trait Mechanism: Send + Sync {
         Err(unsupported())
     }
 
-    /// Start a MAC (sign or verify).
-    fn mac(&self, _key: &[u8], _parameter: &Parameter) -> Result<MacOperation> {
+    /// Whether its keys are key pairs (private key to sign, decrypt, unwrap and derive;
+    /// public key to verify, encrypt and wrap).
+    fn asymmetric(&self) -> bool {
+        false
+    }
+
+    /// Start signing (`sign`) or verifying with a key, already checked for class, type,
+    /// usage and allowed mechanisms.
+    fn signer(
+        &self,
+        _key: &Object,
+        _parameter: &Parameter,
+        _sign: bool,
+    ) -> Result<Box<dyn Signer>> {
         Err(unsupported())
     }
 

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use pkcs11_sys::*;
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -303,8 +302,8 @@ impl Module {
         }
     }
 
-    /// C_SignInit / C_VerifyInit for MAC mechanisms.
-    pub fn mac_init(
+    /// C_SignInit / C_VerifyInit: MACs with secret keys, signatures with key pairs.
+    pub fn sign_init(
         &self,
         handle: CK_SESSION_HANDLE,
         sign: bool,
@@ -314,7 +313,7 @@ impl Module {
     ) -> Result<()> {
         let session = self.session(handle)?;
         let mut operations = session.operations()?;
-        if operations.mac(sign).is_some() {
+        if operations.signer(sign).is_some() {
             return Err(Error::OperationActive);
         }
         let (flag, usage) = if sign {
@@ -325,25 +324,26 @@ impl Module {
         let mechanism = mech::lookup_for(kind, flag)?;
         let key = self.object_as(&session, key, Error::KeyHandleInvalid)?;
         check_key(&key, mechanism, kind, usage)?;
-        let state = mechanism.mac(key_value(&key, mechanism)?, parameter)?;
-        *operations.mac(sign) = Some(Active::new(Box::new(state)));
+        let state = mechanism.signer(&key, parameter, sign)?;
+        *operations.signer(sign) = Some(Active::new(state));
         Ok(())
     }
 
-    /// C_SignUpdate / C_VerifyUpdate.
-    pub fn mac_update(&self, handle: CK_SESSION_HANDLE, sign: bool, input: &[u8]) -> Result<()> {
+    /// C_SignUpdate / C_VerifyUpdate; an error ends the operation.
+    pub fn sign_update(&self, handle: CK_SESSION_HANDLE, sign: bool, input: &[u8]) -> Result<()> {
         let session = self.session(handle)?;
         let mut operations = session.operations()?;
-        let active = operations
-            .mac(sign)
-            .as_mut()
-            .ok_or(Error::OperationNotInitialized)?;
+        let slot = operations.signer(sign);
+        let active = slot.as_mut().ok_or(Error::OperationNotInitialized)?;
         active.multipart = true;
-        active.state.mac.update(input);
-        Ok(())
+        let result = active.state.update(input);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
     }
 
-    /// C_Sign (Single) / C_SignFinal: the MAC, with the length-query protocol.
+    /// C_Sign (Single) / C_SignFinal, with the length-query protocol.
     pub fn sign_step(
         &self,
         handle: CK_SESSION_HANDLE,
@@ -360,24 +360,21 @@ impl Module {
         if part == Part::Single && active.multipart {
             return Err(Error::OperationActive);
         }
-        let len = active.state.len;
+        let len = active.state.signature_len();
         match capacity {
             None => return Ok(Output::Length(len)),
             Some(capacity) if capacity < len => return Ok(Output::TooSmall(len)),
             Some(_) => {}
         }
-        let active = operations
+        let mut active = operations
             .sign
             .take()
             .ok_or(Error::OperationNotInitialized)?;
-        let mut operation = *active.state;
-        operation.mac.update(input);
-        let mut tag = operation.mac.finish();
-        tag.truncate(operation.len);
-        Ok(Output::Data(tag))
+        active.state.update(input)?;
+        Ok(Output::Data(Zeroizing::new(active.state.sign()?)))
     }
 
-    /// C_Verify (Single) / C_VerifyFinal: compares in constant time; the operation ends.
+    /// C_Verify (Single) / C_VerifyFinal; the operation ends either way.
     pub fn verify_step(
         &self,
         handle: CK_SESSION_HANDLE,
@@ -394,21 +391,11 @@ impl Module {
         if part == Part::Single && active.multipart {
             return Err(Error::OperationActive);
         }
-        let active = operations
+        let mut active = operations
             .verify
             .take()
             .ok_or(Error::OperationNotInitialized)?;
-        let mut operation = *active.state;
-        if signature.len() != operation.len {
-            return Err(Error::SignatureLenRange);
-        }
-        operation.mac.update(input);
-        let tag = operation.mac.finish();
-        let matches: bool = tag[..operation.len].ct_eq(signature).into();
-        if matches {
-            Ok(())
-        } else {
-            Err(Error::SignatureInvalid)
-        }
+        active.state.update(input)?;
+        active.state.verify(signature)
     }
 }

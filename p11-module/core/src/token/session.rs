@@ -8,7 +8,7 @@ use pkcs11_sys::*;
 use crate::error::{Error, Result};
 use crate::mech::cipher::{Cipher, Direction};
 use crate::mech::digest::Hash;
-use crate::mech::mac::MacOperation;
+use crate::mech::sign::Signer;
 use crate::token::slot::Token;
 
 /// An object search in progress (`C_FindObjectsInit` … `C_FindObjectsFinal`).
@@ -49,10 +49,10 @@ pub struct Operations {
     pub decrypt: Option<Active<dyn Cipher>>,
     /// C_DigestInit … C_DigestFinal.
     pub digest: Option<Active<dyn Hash>>,
-    /// C_SignInit … C_SignFinal (MACs).
-    pub sign: Option<Active<MacOperation>>,
-    /// C_VerifyInit … C_VerifyFinal (MACs).
-    pub verify: Option<Active<MacOperation>>,
+    /// C_SignInit … C_SignFinal.
+    pub sign: Option<Active<dyn Signer>>,
+    /// C_VerifyInit … C_VerifyFinal.
+    pub verify: Option<Active<dyn Signer>>,
 }
 
 impl Operations {
@@ -74,8 +74,8 @@ impl Operations {
         self.verify = None;
     }
 
-    /// The MAC slot of sign (true) or verify (false).
-    pub fn mac(&mut self, sign: bool) -> &mut Option<Active<MacOperation>> {
+    /// The signing slot (true) or the verifying one (false).
+    pub fn signer(&mut self, sign: bool) -> &mut Option<Active<dyn Signer>> {
         if sign {
             &mut self.sign
         } else {
