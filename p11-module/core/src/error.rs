@@ -90,6 +90,9 @@ pub enum Error {
     /// The mechanism's parameter is wrong.
     #[error("mechanism parameter invalid")]
     MechanismParamInvalid,
+    /// The curve CKA_EC_PARAMS names is not offered.
+    #[error("curve not supported")]
+    CurveNotSupported,
     /// `C_WaitForSlotEvent` with `CKF_DONT_BLOCK` found nothing.
     #[error("no slot event")]
     NoEvent,
@@ -218,6 +221,7 @@ impl Error {
             Self::Config(_) => CKR_GENERAL_ERROR,
             Self::CryptokiAlreadyInitialized => CKR_CRYPTOKI_ALREADY_INITIALIZED,
             Self::CryptokiNotInitialized => CKR_CRYPTOKI_NOT_INITIALIZED,
+            Self::CurveNotSupported => CKR_CURVE_NOT_SUPPORTED,
             Self::DataInvalid => CKR_DATA_INVALID,
             Self::DataLenRange => CKR_DATA_LEN_RANGE,
             Self::EncryptedDataInvalid => CKR_ENCRYPTED_DATA_INVALID,

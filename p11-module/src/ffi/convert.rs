@@ -276,6 +276,23 @@ pub(crate) unsafe fn in_mechanism(
                 tag_bits: gcm.ulTagBits,
             }
         }
+        CKM_RSA_PKCS_OAEP => {
+            // SAFETY: the contract covers the structure and its source-data pointer.
+            let oaep =
+                unsafe { in_struct::<CK_RSA_PKCS_OAEP_PARAMS>(raw, mechanism.ulParameterLen) }?;
+            // SAFETY: as above.
+            let label = unsafe { in_slice(oaep.pSourceData as *const u8, oaep.ulSourceDataLen) }
+                .map_err(invalid)?;
+            // PKCS#11 3.0 §2.1.8: the only source is CKZ_DATA_SPECIFIED (0 with no label).
+            if oaep.source != CKZ_DATA_SPECIFIED && !(oaep.source == 0 && label.is_empty()) {
+                return Err(Error::MechanismParamInvalid);
+            }
+            Parameter::Oaep {
+                hash: oaep.hashAlg,
+                mgf: oaep.mgf,
+                label: label.to_vec(),
+            }
+        }
         CKM_AES_ECB_ENCRYPT_DATA => {
             // SAFETY: the contract covers the structure and its data pointer.
             let data = unsafe {

@@ -12,13 +12,12 @@ export! {
     fn C_SeedRandom(hSession: CK_SESSION_HANDLE, pSeed: CK_BYTE_PTR, ulSeedLen: CK_ULONG) => seed_random;
     fn C_GenerateRandom(hSession: CK_SESSION_HANDLE, RandomData: CK_BYTE_PTR, ulRandomLen: CK_ULONG) => generate_random;
     fn C_DeriveKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hBaseKey: CK_OBJECT_HANDLE, pTemplate: CK_ATTRIBUTE_PTR, ulAttributeCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR) => derive_key;
+    fn C_GenerateKeyPair(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, pPublicKeyTemplate: CK_ATTRIBUTE_PTR, ulPublicKeyAttributeCount: CK_ULONG, pPrivateKeyTemplate: CK_ATTRIBUTE_PTR, ulPrivateKeyAttributeCount: CK_ULONG, phPublicKey: CK_OBJECT_HANDLE_PTR, phPrivateKey: CK_OBJECT_HANDLE_PTR) => generate_key_pair;
     fn C_WrapKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hWrappingKey: CK_OBJECT_HANDLE, hKey: CK_OBJECT_HANDLE, pWrappedKey: CK_BYTE_PTR, pulWrappedKeyLen: CK_ULONG_PTR) => wrap_key;
     fn C_UnwrapKey(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, hUnwrappingKey: CK_OBJECT_HANDLE, pWrappedKey: CK_BYTE_PTR, ulWrappedKeyLen: CK_ULONG, pTemplate: CK_ATTRIBUTE_PTR, ulAttributeCount: CK_ULONG, phKey: CK_OBJECT_HANDLE_PTR) => unwrap_key;
 }
 
-not_supported! {
-    fn C_GenerateKeyPair(hSession: CK_SESSION_HANDLE, pMechanism: CK_MECHANISM_PTR, pPublicKeyTemplate: CK_ATTRIBUTE_PTR, ulPublicKeyAttributeCount: CK_ULONG, pPrivateKeyTemplate: CK_ATTRIBUTE_PTR, ulPrivateKeyAttributeCount: CK_ULONG, phPublicKey: CK_OBJECT_HANDLE_PTR, phPrivateKey: CK_OBJECT_HANDLE_PTR);
-}
+not_supported! {}
 
 unsafe fn generate_key(
     module: &Module,
@@ -132,5 +131,37 @@ unsafe fn derive_key(
         )
     };
     *key = module.derive_key(session, kind, &parameter, base, &template)?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)] // the C signature
+unsafe fn generate_key_pair(
+    module: &Module,
+    session: CK_SESSION_HANDLE,
+    mechanism: CK_MECHANISM_PTR,
+    public_template: CK_ATTRIBUTE_PTR,
+    public_count: CK_ULONG,
+    private_template: CK_ATTRIBUTE_PTR,
+    private_count: CK_ULONG,
+    public_key: CK_OBJECT_HANDLE_PTR,
+    private_key: CK_OBJECT_HANDLE_PTR,
+) -> Result<()> {
+    // SAFETY: the caller's promise covers every pointer.
+    let (public_key, private_key, (kind, parameter), public_template, private_template) = unsafe {
+        (
+            out(public_key)?,
+            out(private_key)?,
+            in_mechanism(mechanism)?,
+            in_template(public_template, public_count)?,
+            in_template(private_template, private_count)?,
+        )
+    };
+    (*public_key, *private_key) = module.generate_key_pair(
+        session,
+        kind,
+        &parameter,
+        &public_template,
+        &private_template,
+    )?;
     Ok(())
 }

@@ -8,10 +8,10 @@ use pkcs11_sys::*;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::mech::Mechanism;
 use crate::mech::digest::Algorithm;
 use crate::mech::params::Parameter;
 use crate::mech::sign::Signer;
+use crate::mech::{Mechanism, secret_value};
 use crate::token::object::Object;
 use subtle::ConstantTimeEq;
 
@@ -29,16 +29,6 @@ impl<M: hmac::Mac + Send + 'static> Mac for M {
     }
     fn finish(self: Box<Self>) -> Zeroizing<Vec<u8>> {
         Zeroizing::new(self.finalize().into_bytes().to_vec())
-    }
-}
-
-/// A secret key's value, sized for the mechanism.
-fn secret_value<'a>(key: &'a Object, mechanism: &dyn Mechanism) -> Result<&'a [u8]> {
-    let value = key.bytes(CKA_VALUE).ok_or(Error::KeyTypeInconsistent)?;
-    if mechanism.key_size_ok(value.len()) {
-        Ok(value)
-    } else {
-        Err(Error::KeySizeRange)
     }
 }
 

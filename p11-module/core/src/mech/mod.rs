@@ -4,10 +4,13 @@
 mod aes;
 pub mod cipher;
 pub mod digest;
+pub mod ec;
+pub mod eddsa;
 mod generic;
 mod kw;
 pub mod mac;
 pub mod params;
+pub mod rsa;
 pub mod sign;
 
 use pkcs11_sys::*;
@@ -19,6 +22,16 @@ use cipher::{Cipher, Direction};
 use digest::{Algorithm, Hash};
 use params::Parameter;
 use sign::Signer;
+
+/// A generated key pair's attributes: what the mechanism computed for each half.
+pub struct KeyPair {
+    /// For the public key (CKA_MODULUS, CKA_EC_POINT, …).
+    pub public: Vec<crate::token::attr::Attribute>,
+    /// For the private key, key material included.
+    pub private: Vec<crate::token::attr::Attribute>,
+    /// The DER SubjectPublicKeyInfo, for CKA_PUBLIC_KEY_INFO on both.
+    pub public_key_info: Vec<u8>,
+}
 
 /// A mechanism. Default methods refuse what it does not do; callers check `info().flags`
 /// first, so a refusal here is a registry mistake, not a caller's.
@@ -43,6 +56,16 @@ pub trait Mechanism: Send + Sync {
         None
     }
 
+    /// The key type of the pairs `generate_key_pair` makes.
+    fn generates_pair(&self) -> Option<CK_KEY_TYPE> {
+        None
+    }
+
+    /// Make a key pair from the public template's parameters (modulus bits, curve).
+    fn generate_key_pair(&self, _public: &[crate::token::attr::Attribute]) -> Result<KeyPair> {
+        Err(unsupported())
+    }
+
     /// Make a secret key's value; `value_len` is the template's CKA_VALUE_LEN.
     fn generate_key(&self, _value_len: Option<CK_ULONG>) -> Result<Zeroizing<Vec<u8>>> {
         Err(unsupported())
@@ -56,6 +79,17 @@ pub trait Mechanism: Send + Sync {
         _parameter: &Parameter,
     ) -> Result<Box<dyn Cipher>> {
         Err(unsupported())
+    }
+
+    /// Start an encryption or decryption with a key object (checked for class, type,
+    /// usage and allowed mechanisms); secret-key ciphers take its value.
+    fn key_cipher(
+        &self,
+        key: &Object,
+        direction: Direction,
+        parameter: &Parameter,
+    ) -> Result<Box<dyn Cipher>> {
+        self.cipher(secret_value(key, self)?, direction, parameter)
     }
 
     /// Start a digest.
@@ -99,6 +133,16 @@ pub trait Mechanism: Send + Sync {
         _blob: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
         Err(unsupported())
+    }
+}
+
+/// A secret key's value, sized for the mechanism.
+pub fn secret_value<'a, M: Mechanism + ?Sized>(key: &'a Object, mechanism: &M) -> Result<&'a [u8]> {
+    let value = key.bytes(CKA_VALUE).ok_or(Error::KeyTypeInconsistent)?;
+    if mechanism.key_size_ok(value.len()) {
+        Ok(value)
+    } else {
+        Err(Error::KeySizeRange)
     }
 }
 
@@ -199,6 +243,59 @@ static MECHANISMS: &[(CK_MECHANISM_TYPE, &dyn Mechanism)] = &[
             general: true,
         },
     ),
+    (CKM_RSA_PKCS_KEY_PAIR_GEN, &rsa::KeyGen),
+    (CKM_RSA_PKCS, &rsa::Pkcs1Signature(None)),
+    (CKM_RSA_PKCS_OAEP, &rsa::OaepEncryption),
+    (
+        CKM_SHA1_RSA_PKCS,
+        &rsa::Pkcs1Signature(Some(Algorithm::Sha1)),
+    ),
+    (
+        CKM_SHA224_RSA_PKCS,
+        &rsa::Pkcs1Signature(Some(Algorithm::Sha224)),
+    ),
+    (
+        CKM_SHA256_RSA_PKCS,
+        &rsa::Pkcs1Signature(Some(Algorithm::Sha256)),
+    ),
+    (
+        CKM_SHA384_RSA_PKCS,
+        &rsa::Pkcs1Signature(Some(Algorithm::Sha384)),
+    ),
+    (
+        CKM_SHA512_RSA_PKCS,
+        &rsa::Pkcs1Signature(Some(Algorithm::Sha512)),
+    ),
+    (CKM_RSA_PKCS_PSS, &rsa::PssSignature(None)),
+    (
+        CKM_SHA1_RSA_PKCS_PSS,
+        &rsa::PssSignature(Some(Algorithm::Sha1)),
+    ),
+    (
+        CKM_SHA224_RSA_PKCS_PSS,
+        &rsa::PssSignature(Some(Algorithm::Sha224)),
+    ),
+    (
+        CKM_SHA256_RSA_PKCS_PSS,
+        &rsa::PssSignature(Some(Algorithm::Sha256)),
+    ),
+    (
+        CKM_SHA384_RSA_PKCS_PSS,
+        &rsa::PssSignature(Some(Algorithm::Sha384)),
+    ),
+    (
+        CKM_SHA512_RSA_PKCS_PSS,
+        &rsa::PssSignature(Some(Algorithm::Sha512)),
+    ),
+    (CKM_EC_KEY_PAIR_GEN, &ec::KeyGen),
+    (CKM_ECDSA, &ec::Ecdsa(None)),
+    (CKM_ECDSA_SHA1, &ec::Ecdsa(Some(Algorithm::Sha1))),
+    (CKM_ECDSA_SHA224, &ec::Ecdsa(Some(Algorithm::Sha224))),
+    (CKM_ECDSA_SHA256, &ec::Ecdsa(Some(Algorithm::Sha256))),
+    (CKM_ECDSA_SHA384, &ec::Ecdsa(Some(Algorithm::Sha384))),
+    (CKM_ECDSA_SHA512, &ec::Ecdsa(Some(Algorithm::Sha512))),
+    (CKM_EC_EDWARDS_KEY_PAIR_GEN, &eddsa::KeyGen),
+    (CKM_EDDSA, &eddsa::Eddsa),
 ];
 
 /// Every mechanism type the token offers, in registry order.
@@ -281,6 +378,12 @@ mod tests {
             }
             if flags & CKF_GENERATE != 0 {
                 assert!(mechanism.generates().is_some(), "0x{kind:x} generate");
+            }
+            if flags & CKF_GENERATE_KEY_PAIR != 0 {
+                assert!(
+                    mechanism.generates_pair().is_some(),
+                    "0x{kind:x} generate pair"
+                );
             }
             if flags & (CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY) != 0 {
                 assert!(!mechanism.key_types().is_empty(), "0x{kind:x} key types");

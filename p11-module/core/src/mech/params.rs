@@ -21,6 +21,15 @@ pub enum Parameter {
         /// Tag length in bits.
         tag_bits: CK_ULONG,
     },
+    /// CK_RSA_PKCS_OAEP_PARAMS.
+    Oaep {
+        /// hashAlg: CKM_SHA_1, CKM_SHA256, …
+        hash: CK_ULONG,
+        /// mgf: CKG_MGF1_SHA1, …
+        mgf: CK_ULONG,
+        /// The label (source data), empty when none.
+        label: Vec<u8>,
+    },
     /// CK_KEY_DERIVATION_STRING_DATA (CKM_AES_ECB_ENCRYPT_DATA).
     DeriveData(Zeroizing<Vec<u8>>),
     /// CK_AES_CBC_ENCRYPT_DATA_PARAMS (CKM_AES_CBC_ENCRYPT_DATA).

@@ -41,14 +41,24 @@ impl Part {
     }
 }
 
-/// Key checks shared by every operation that uses a secret key.
+/// The class of key an operation takes: a secret key, or the half of a key pair the
+/// usage belongs to.
+pub fn key_class(mechanism: &dyn Mechanism, usage: CK_ATTRIBUTE_TYPE) -> CK_OBJECT_CLASS {
+    match (mechanism.asymmetric(), usage) {
+        (false, _) => CKO_SECRET_KEY,
+        (true, CKA_SIGN | CKA_DECRYPT | CKA_UNWRAP | CKA_DERIVE) => CKO_PRIVATE_KEY,
+        (true, _) => CKO_PUBLIC_KEY,
+    }
+}
+
+/// Key checks shared by every operation that uses a key.
 fn check_key(
     key: &Object,
     mechanism: &dyn Mechanism,
     kind: CK_MECHANISM_TYPE,
     usage: CK_ATTRIBUTE_TYPE,
 ) -> Result<()> {
-    let type_ok = key.class() == CKO_SECRET_KEY
+    let type_ok = key.class() == key_class(mechanism, usage)
         && key
             .key_type()
             .is_some_and(|t| mechanism.key_types().contains(&t));
@@ -84,16 +94,6 @@ pub fn allowed(key: &Object, kind: CK_MECHANISM_TYPE) -> Result<()> {
         Ok(())
     } else {
         Err(Error::MechanismInvalid(kind))
-    }
-}
-
-/// A secret key's value, sized for the mechanism.
-fn key_value<'a>(key: &'a Object, mechanism: &dyn Mechanism) -> Result<&'a [u8]> {
-    let value = key.bytes(CKA_VALUE).ok_or(Error::KeyTypeInconsistent)?;
-    if mechanism.key_size_ok(value.len()) {
-        Ok(value)
-    } else {
-        Err(Error::KeySizeRange)
     }
 }
 
@@ -182,7 +182,7 @@ impl Module {
         let mechanism = mech::lookup_for(kind, flag)?;
         let key = self.object_as(&session, key, Error::KeyHandleInvalid)?;
         check_key(&key, mechanism, kind, usage)?;
-        let state = mechanism.cipher(key_value(&key, mechanism)?, direction, parameter)?;
+        let state = mechanism.key_cipher(&key, direction, parameter)?;
         *operations.cipher(direction) = Some(Active::new(state));
         Ok(())
     }

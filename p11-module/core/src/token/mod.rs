@@ -719,7 +719,63 @@ impl Module {
         self.add(&session, &mut state, key)
     }
 
-    /// `C_GenerateRandom`.
+    /// `C_GenerateKeyPair`: both halves are checked against their templates before
+    /// anything is made, and stored together or not at all.
+    pub fn generate_key_pair(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        parameter: &Parameter,
+        public_template: &[Attribute],
+        private_template: &[Attribute],
+    ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        let session = self.session(handle)?;
+        let generator = mech::lookup_for(mechanism, CKF_GENERATE_KEY_PAIR)?;
+        let key_type = generator
+            .generates_pair()
+            .ok_or(Error::MechanismInvalid(mechanism))?;
+        parameter.none()?;
+        let is_so = session.token.lock()?.login == Login::So;
+        let origin = Origin::Generate(mechanism);
+        let implied = |class| {
+            [
+                Attribute::new(CKA_CLASS, Value::ulong(class)),
+                Attribute::new(CKA_KEY_TYPE, Value::ulong(key_type)),
+            ]
+        };
+        let mut public =
+            Object::from_template(public_template, &implied(CKO_PUBLIC_KEY), origin, is_so)?;
+        let mut private =
+            Object::from_template(private_template, &implied(CKO_PRIVATE_KEY), origin, is_so)?;
+        let pair = generator.generate_key_pair(public_template)?;
+        for item in pair.public {
+            public.put(item.kind, item.value);
+        }
+        for item in pair.private {
+            private.put(item.kind, item.value);
+        }
+        public.put(
+            CKA_PUBLIC_KEY_INFO,
+            Value::bytes(pair.public_key_info.clone()),
+        );
+        private.put(CKA_PUBLIC_KEY_INFO, Value::bytes(pair.public_key_info));
+        public.finish(origin)?;
+        private.finish(origin)?;
+        let mut state = session.token.lock()?;
+        state.refresh()?;
+        let public_handle = self.add(&session, &mut state, public)?;
+        match self.add(&session, &mut state, private) {
+            Ok(private_handle) => Ok((public_handle, private_handle)),
+            Err(err) => {
+                // The pair is made whole or not at all.
+                if let Err(cleanup) = state.destroy_object(public_handle) {
+                    tracing::error!("removing the public half of a failed key pair: {cleanup}");
+                }
+                Err(err)
+            }
+        }
+    }
+
     pub fn generate_random(&self, handle: CK_SESSION_HANDLE, out: &mut [u8]) -> Result<()> {
         self.session(handle)?;
         mech::random(out)

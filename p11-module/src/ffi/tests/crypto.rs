@@ -2556,6 +2556,33 @@ fn walk_key(session: CK_SESSION_HANDLE, profile: &Profile, len: usize) -> CK_OBJ
     create(session, &template.bool(CKA_DERIVE, true)).unwrap()
 }
 
+/// The mechanisms whose keys are key pairs.
+pub(super) const KEY_PAIR_MECHANISMS: &[CK_MECHANISM_TYPE] = &[
+    CKM_RSA_PKCS_KEY_PAIR_GEN,
+    CKM_RSA_PKCS,
+    CKM_RSA_PKCS_OAEP,
+    CKM_SHA1_RSA_PKCS,
+    CKM_SHA224_RSA_PKCS,
+    CKM_SHA256_RSA_PKCS,
+    CKM_SHA384_RSA_PKCS,
+    CKM_SHA512_RSA_PKCS,
+    CKM_RSA_PKCS_PSS,
+    CKM_SHA1_RSA_PKCS_PSS,
+    CKM_SHA224_RSA_PKCS_PSS,
+    CKM_SHA256_RSA_PKCS_PSS,
+    CKM_SHA384_RSA_PKCS_PSS,
+    CKM_SHA512_RSA_PKCS_PSS,
+    CKM_EC_KEY_PAIR_GEN,
+    CKM_ECDSA,
+    CKM_ECDSA_SHA1,
+    CKM_ECDSA_SHA224,
+    CKM_ECDSA_SHA256,
+    CKM_ECDSA_SHA384,
+    CKM_ECDSA_SHA512,
+    CKM_EC_EDWARDS_KEY_PAIR_GEN,
+    CKM_EDDSA,
+];
+
 /// The data and IV the walk's derivations encrypt.
 const DERIVE_DATA: [u8; 32] = [0x2d; 32];
 const DERIVE_IV: [u8; 16] = [0x1e; 16];
@@ -2753,7 +2780,12 @@ fn every_advertised_function_works_at_both_key_size_limits_and_nothing_else_star
     let known = WALKED.iter().fold(0, |all, (flag, _)| all | flag);
     let list = mechanism_list(slot);
     assert!(list.len() >= 20, "{list:x?}");
-    for kind in list {
+    // Key-pair mechanisms need key pairs, not secret keys of a size: their walk is in
+    // ffi/tests/asymmetric.rs.
+    for kind in list
+        .into_iter()
+        .filter(|kind| !KEY_PAIR_MECHANISMS.contains(kind))
+    {
         let info = mechanism_info(slot, kind);
         assert_eq!(
             info.flags & !known,

@@ -436,7 +436,6 @@ fn functions_not_provided_yet_are_function_not_supported() {
         C_DecryptDigestUpdate(session, null_mut(), 0, null_mut(), null_mut());
         C_SignEncryptUpdate(session, null_mut(), 0, null_mut(), null_mut());
         C_DecryptVerifyUpdate(session, null_mut(), 0, null_mut(), null_mut());
-        C_GenerateKeyPair(session, null_mut(), null_mut(), 0, null_mut(), 0, null_mut(), null_mut());
     );
     let f3 = functions_3_0();
     assert_not_supported!(f3,
