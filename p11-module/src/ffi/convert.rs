@@ -293,6 +293,22 @@ pub(crate) unsafe fn in_mechanism(
                 label: label.to_vec(),
             }
         }
+        CKM_ECDH1_DERIVE => {
+            // SAFETY: the contract covers the structure and its two data pointers.
+            let ecdh =
+                unsafe { in_struct::<CK_ECDH1_DERIVE_PARAMS>(raw, mechanism.ulParameterLen) }?;
+            // SAFETY: as above.
+            let shared =
+                unsafe { in_slice(ecdh.pSharedData, ecdh.ulSharedDataLen) }.map_err(invalid)?;
+            // SAFETY: as above.
+            let public =
+                unsafe { in_slice(ecdh.pPublicData, ecdh.ulPublicDataLen) }.map_err(invalid)?;
+            Parameter::Ecdh {
+                kdf: ecdh.kdf,
+                shared_data: shared.to_vec(),
+                public_data: public.to_vec(),
+            }
+        }
         CKM_AES_ECB_ENCRYPT_DATA => {
             // SAFETY: the contract covers the structure and its data pointer.
             let data = unsafe {

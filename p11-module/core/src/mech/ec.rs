@@ -285,3 +285,93 @@ impl Signer for EcdsaSigner {
         }
     }
 }
+
+/// CKM_ECDH1_DERIVE (PKCS#11 3.0 §2.3.11): the shared x-coordinate Z with the peer's
+/// point, used as is (CKD_NULL) or through the ANSI X9.63 KDF with a SHA hash.
+pub struct Ecdh;
+
+impl Mechanism for Ecdh {
+    fn info(&self) -> CK_MECHANISM_INFO {
+        CK_MECHANISM_INFO {
+            ulMinKeySize: 256,
+            ulMaxKeySize: 384,
+            flags: CKF_DERIVE | CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS,
+        }
+    }
+    fn key_types(&self) -> &'static [CK_KEY_TYPE] {
+        &[CKK_EC]
+    }
+    fn asymmetric(&self) -> bool {
+        true
+    }
+    fn key_size_ok(&self, _len: usize) -> bool {
+        true
+    }
+    fn key_derive(
+        &self,
+        base: &Object,
+        parameter: &Parameter,
+        len: Option<usize>,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        let Parameter::Ecdh {
+            kdf,
+            shared_data,
+            public_data,
+        } = parameter
+        else {
+            return Err(Error::MechanismParamInvalid);
+        };
+        let curve = curve_of(base)?;
+        let secret = scalar(base, curve)?;
+        let peer = unwrap_point(public_data);
+        let invalid = |_| Error::MechanismParamInvalid;
+        let shared = match curve {
+            Curve::P256 => {
+                let secret =
+                    p256::SecretKey::from_slice(&secret).map_err(|_| Error::KeyTypeInconsistent)?;
+                // from_sec1_bytes refuses the identity and points off the curve.
+                let peer = p256::PublicKey::from_sec1_bytes(peer).map_err(invalid)?;
+                let shared =
+                    p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
+                zeroize::Zeroizing::new(shared.raw_secret_bytes().to_vec())
+            }
+            Curve::P384 => {
+                let secret =
+                    p384::SecretKey::from_slice(&secret).map_err(|_| Error::KeyTypeInconsistent)?;
+                let peer = p384::PublicKey::from_sec1_bytes(peer).map_err(invalid)?;
+                let shared =
+                    p384::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
+                zeroize::Zeroizing::new(shared.raw_secret_bytes().to_vec())
+            }
+        };
+        let hash = match *kdf {
+            CKD_NULL if shared_data.is_empty() => return Ok(shared),
+            CKD_SHA1_KDF => Algorithm::Sha1,
+            CKD_SHA224_KDF => Algorithm::Sha224,
+            CKD_SHA256_KDF => Algorithm::Sha256,
+            CKD_SHA384_KDF => Algorithm::Sha384,
+            CKD_SHA512_KDF => Algorithm::Sha512,
+            _ => return Err(Error::MechanismParamInvalid),
+        };
+        let mut key = zeroize::Zeroizing::new(vec![0u8; len.unwrap_or(shared.len())]);
+        let derived = match hash {
+            Algorithm::Sha1 => {
+                ansi_x963_kdf::derive_key_into::<sha1::Sha1>(&shared, shared_data, &mut key)
+            }
+            Algorithm::Sha224 => {
+                ansi_x963_kdf::derive_key_into::<sha2::Sha224>(&shared, shared_data, &mut key)
+            }
+            Algorithm::Sha256 => {
+                ansi_x963_kdf::derive_key_into::<sha2::Sha256>(&shared, shared_data, &mut key)
+            }
+            Algorithm::Sha384 => {
+                ansi_x963_kdf::derive_key_into::<sha2::Sha384>(&shared, shared_data, &mut key)
+            }
+            Algorithm::Sha512 => {
+                ansi_x963_kdf::derive_key_into::<sha2::Sha512>(&shared, shared_data, &mut key)
+            }
+        };
+        derived.map_err(|_| Error::TemplateInconsistent(CKA_VALUE_LEN))?;
+        Ok(key)
+    }
+}

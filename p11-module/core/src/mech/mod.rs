@@ -119,6 +119,32 @@ pub trait Mechanism: Send + Sync {
         Err(unsupported())
     }
 
+    /// Derive key material from a base key (checked for its role); `len` is the wanted
+    /// length when the template says it.
+    fn key_derive(
+        &self,
+        base: &Object,
+        parameter: &Parameter,
+        _len: Option<usize>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        self.derive(secret_value(base, self)?, parameter)
+    }
+
+    /// Wrap key material under a wrapping key (checked for its role).
+    fn key_wrap(&self, kek: &Object, parameter: &Parameter, material: &[u8]) -> Result<Vec<u8>> {
+        self.wrap(secret_value(kek, self)?, parameter, material)
+    }
+
+    /// Unwrap key material with an unwrapping key (checked for its role).
+    fn key_unwrap(
+        &self,
+        kek: &Object,
+        parameter: &Parameter,
+        blob: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        self.unwrap(secret_value(kek, self)?, parameter, blob)
+    }
+
     /// Wrap key material under a wrapping key's value.
     fn wrap(&self, _kek: &[u8], _parameter: &Parameter, _material: &[u8]) -> Result<Vec<u8>> {
         Err(unsupported())
@@ -288,6 +314,7 @@ static MECHANISMS: &[(CK_MECHANISM_TYPE, &dyn Mechanism)] = &[
         &rsa::PssSignature(Some(Algorithm::Sha512)),
     ),
     (CKM_EC_KEY_PAIR_GEN, &ec::KeyGen),
+    (CKM_ECDH1_DERIVE, &ec::Ecdh),
     (CKM_ECDSA, &ec::Ecdsa(None)),
     (CKM_ECDSA_SHA1, &ec::Ecdsa(Some(Algorithm::Sha1))),
     (CKM_ECDSA_SHA224, &ec::Ecdsa(Some(Algorithm::Sha224))),

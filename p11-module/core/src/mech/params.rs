@@ -30,6 +30,15 @@ pub enum Parameter {
         /// The label (source data), empty when none.
         label: Vec<u8>,
     },
+    /// CK_ECDH1_DERIVE_PARAMS.
+    Ecdh {
+        /// CKD_NULL, CKD_SHA256_KDF, …
+        kdf: CK_ULONG,
+        /// SharedInfo for the KDF (empty for CKD_NULL).
+        shared_data: Vec<u8>,
+        /// The other party's public point, raw or DER.
+        public_data: Vec<u8>,
+    },
     /// CK_KEY_DERIVATION_STRING_DATA (CKM_AES_ECB_ENCRYPT_DATA).
     DeriveData(Zeroizing<Vec<u8>>),
     /// CK_AES_CBC_ENCRYPT_DATA_PARAMS (CKM_AES_CBC_ENCRYPT_DATA).

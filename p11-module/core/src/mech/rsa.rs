@@ -291,8 +291,27 @@ impl Mechanism for OaepEncryption {
         CK_MECHANISM_INFO {
             ulMinKeySize: MIN_BITS,
             ulMaxKeySize: MAX_BITS,
-            flags: CKF_ENCRYPT | CKF_DECRYPT,
+            flags: CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP | CKF_UNWRAP,
         }
+    }
+    fn key_wrap(&self, kek: &Object, parameter: &Parameter, material: &[u8]) -> Result<Vec<u8>> {
+        let mut cipher = self.key_cipher(kek, Direction::Encrypt, parameter)?;
+        cipher.update(material).map_err(|_| Error::KeySizeRange)?;
+        Ok(cipher.finish().map_err(|_| Error::KeySizeRange)?.to_vec())
+    }
+    fn key_unwrap(
+        &self,
+        kek: &Object,
+        parameter: &Parameter,
+        blob: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let mut cipher = self.key_cipher(kek, Direction::Decrypt, parameter)?;
+        let wrapped_error = |err| match err {
+            Error::EncryptedDataLenRange => Error::WrappedKeyLenRange,
+            _ => Error::WrappedKeyInvalid,
+        };
+        cipher.update(blob).map_err(wrapped_error)?;
+        cipher.finish().map_err(wrapped_error)
     }
     fn key_types(&self) -> &'static [CK_KEY_TYPE] {
         &[CKK_RSA]

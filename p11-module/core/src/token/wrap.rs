@@ -8,7 +8,7 @@ use crate::mech::params::Parameter;
 use crate::mech::{self, Mechanism};
 use crate::token::Module;
 use crate::token::attr::{Attribute, Value};
-use crate::token::crypto::{Output, allowed};
+use crate::token::crypto::{Output, allowed, key_class};
 use crate::token::object::{Object, Origin, Read};
 use crate::token::slot::Login;
 
@@ -43,14 +43,14 @@ fn unwrapping_role() -> KeyRole {
     }
 }
 
-/// A wrapping, unwrapping or base key's value, after every check its role needs.
-fn checked_value<'a>(
-    key: &'a Object,
+/// Every check a wrapping, unwrapping or base key's role needs.
+fn check_role_key(
+    key: &Object,
     role: KeyRole,
     mechanism: &dyn Mechanism,
     kind: CK_MECHANISM_TYPE,
-) -> Result<&'a [u8]> {
-    let type_ok = key.class() == CKO_SECRET_KEY
+) -> Result<()> {
+    let type_ok = key.class() == key_class(mechanism, role.usage)
         && key
             .key_type()
             .is_some_and(|t| mechanism.key_types().contains(&t));
@@ -64,11 +64,15 @@ fn checked_value<'a>(
     if key.is_locked() {
         return Err(Error::UserNotLoggedIn);
     }
-    let value = key.bytes(CKA_VALUE).ok_or(role.type_inconsistent)?;
-    if !mechanism.key_size_ok(value.len()) {
-        return Err(role.size_range);
+    // A secret key's length is checked here, with the role's own error code; a key
+    // pair's size is the mechanism's to judge.
+    if !mechanism.asymmetric() {
+        let value = key.bytes(CKA_VALUE).ok_or(role.type_inconsistent)?;
+        if !mechanism.key_size_ok(value.len()) {
+            return Err(role.size_range);
+        }
     }
-    Ok(value)
+    Ok(())
 }
 
 /// The nested template a key carries in `kind`, if any.
@@ -150,11 +154,11 @@ impl Module {
         let session = self.session(handle)?;
         let mechanism = mech::lookup_for(kind, CKF_WRAP)?;
         let kek = self.object_as(&session, wrapping_key, Error::WrappingKeyHandleInvalid)?;
-        let kek_value = checked_value(&kek, wrapping_role(), mechanism, kind)?;
+        check_role_key(&kek, wrapping_role(), mechanism, kind)?;
         let key = self.object_as(&session, key, Error::KeyHandleInvalid)?;
         check_wrappable(&key, &kek)?;
         let material = key.bytes(CKA_VALUE).ok_or(Error::KeyNotWrappable)?;
-        let blob = mechanism.wrap(kek_value, parameter, material)?;
+        let blob = mechanism.key_wrap(&kek, parameter, material)?;
         Ok(match capacity {
             None => Output::Length(blob.len()),
             Some(capacity) if capacity < blob.len() => Output::TooSmall(blob.len()),
@@ -175,7 +179,7 @@ impl Module {
         let session = self.session(handle)?;
         let mechanism = mech::lookup_for(kind, CKF_UNWRAP)?;
         let kek = self.object_as(&session, unwrapping_key, Error::UnwrappingKeyHandleInvalid)?;
-        let kek_value = checked_value(&kek, unwrapping_role(), mechanism, kind)?;
+        check_role_key(&kek, unwrapping_role(), mechanism, kind)?;
         let template = with_template_of(template, &kek, CKA_UNWRAP_TEMPLATE)?;
         let class = template
             .iter()
@@ -186,7 +190,7 @@ impl Module {
         }
         let is_so = session.token.lock()?.login == Login::So;
         let mut key = Object::from_template(&template, &[], Origin::Unwrap, is_so)?;
-        let mut material = mechanism.unwrap(kek_value, parameter, blob)?;
+        let mut material = mechanism.key_unwrap(&kek, parameter, blob)?;
         strip_zero_padding(&mut material, key.ulong(CKA_VALUE_LEN));
         key.put(CKA_VALUE, Value::Bytes(material));
         key.finish(Origin::Unwrap).map_err(|err| match err {
@@ -211,7 +215,7 @@ impl Module {
         let session = self.session(handle)?;
         let mechanism = mech::lookup_for(kind, CKF_DERIVE)?;
         let base = self.object_as(&session, base, Error::KeyHandleInvalid)?;
-        let base_value = checked_value(&base, derive_role(), mechanism, kind)?;
+        check_role_key(&base, derive_role(), mechanism, kind)?;
         let template = with_template_of(template, &base, CKA_DERIVE_TEMPLATE)?;
         let implied = [Attribute::new(CKA_CLASS, Value::ulong(CKO_SECRET_KEY))];
         let is_so = session.token.lock()?.login == Login::So;
@@ -221,7 +225,10 @@ impl Module {
             never_extractable: base.flag(CKA_NEVER_EXTRACTABLE),
         };
         let mut key = Object::from_template(&template, &implied, origin, is_so)?;
-        let mut material = mechanism.derive(base_value, parameter)?;
+        let wanted = key
+            .ulong(CKA_VALUE_LEN)
+            .map(|len| usize::try_from(len).unwrap_or(usize::MAX));
+        let mut material = mechanism.key_derive(&base, parameter, wanted)?;
         // CKA_VALUE_LEN takes the leading bytes; without it the key takes them all.
         if let Some(len) = key.ulong(CKA_VALUE_LEN) {
             let len =

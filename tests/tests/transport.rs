@@ -1,0 +1,194 @@
+//! The asymmetric transports a migration uses, between real tokens: a key wrapped with
+//! RSA-OAEP to the other token's public key, and an AES key both sides agree by ECDH.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests
+
+use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use keyferry_tests::{fresh_token, user_session, Module};
+
+/// DER of the P-256 named-curve OID.
+const P256: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+fn aes_fingerprint(session: &Session, key: ObjectHandle) -> Vec<u8> {
+    session
+        .encrypt(&Mechanism::AesEcb, key, &[0u8; 16])
+        .unwrap()
+}
+
+fn one(session: &Session, kind: AttributeType, object: ObjectHandle) -> Attribute {
+    session.get_attributes(object, &[kind]).unwrap().remove(0)
+}
+
+#[test]
+fn oaep_sha1_carries_a_key_from_softhsm_to_keyferry() {
+    // keyferry makes the RSA pair; SoftHSMv2 receives its public key and wraps with it.
+    let (kf_slot, _) = fresh_token(Module::Keyferry, "oaep-kf");
+    let (sh_slot, _) = fresh_token(Module::SoftHsm, "oaep-sh");
+    let keyferry = user_session(Module::Keyferry, kf_slot);
+    let softhsm = user_session(Module::SoftHsm, sh_slot);
+    let (public, private) = keyferry
+        .generate_key_pair(
+            &Mechanism::RsaPkcsKeyPairGen,
+            &[
+                Attribute::ModulusBits(2048.into()),
+                Attribute::Token(false),
+                Attribute::Wrap(true),
+            ],
+            &[Attribute::Token(false), Attribute::Unwrap(true)],
+        )
+        .unwrap();
+    let modulus = one(&keyferry, AttributeType::Modulus, public);
+    let exponent = one(&keyferry, AttributeType::PublicExponent, public);
+    let imported = softhsm
+        .create_object(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(false),
+            Attribute::Wrap(true),
+            modulus,
+            exponent,
+        ])
+        .unwrap();
+    let payload = softhsm
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Value(vec![0x77; 32]),
+            Attribute::Extractable(true),
+            Attribute::Encrypt(true),
+        ])
+        .unwrap();
+    // SoftHSMv2 2.6.1 takes OAEP with SHA-1 only (DESIGN.md, peer quirks).
+    let oaep = PkcsOaepParams::new(
+        MechanismType::SHA1,
+        PkcsMgfType::MGF1_SHA1,
+        PkcsOaepSource::empty(),
+    );
+    let blob = softhsm
+        .wrap_key(&Mechanism::RsaPkcsOaep(oaep), imported, payload)
+        .unwrap();
+    let arrived = keyferry
+        .unwrap_key(
+            &Mechanism::RsaPkcsOaep(oaep),
+            private,
+            &blob,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Token(false),
+                Attribute::Encrypt(true),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        aes_fingerprint(&keyferry, arrived),
+        aes_fingerprint(&softhsm, payload)
+    );
+}
+
+fn p256_pair(session: &Session) -> (ObjectHandle, ObjectHandle) {
+    session
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[Attribute::EcParams(P256.to_vec()), Attribute::Token(false)],
+            &[
+                Attribute::Token(false),
+                Attribute::Derive(true),
+                Attribute::Extractable(false),
+            ],
+        )
+        .unwrap()
+}
+
+fn agree(session: &Session, private: ObjectHandle, peer_point: &[u8], kdf: EcKdf) -> ObjectHandle {
+    let params = Ecdh1DeriveParams::new(kdf, peer_point);
+    session
+        .derive_key(
+            &Mechanism::Ecdh1Derive(params),
+            private,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(false),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Encrypt(true),
+            ],
+        )
+        .unwrap()
+}
+
+/// The raw SEC1 point inside a CKA_EC_POINT DER OCTET STRING.
+fn point(session: &Session, public: ObjectHandle) -> Vec<u8> {
+    match one(session, AttributeType::EcPoint, public) {
+        Attribute::EcPoint(der) => der[2..].to_vec(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ecdh_with_ckd_null_agrees_one_key_between_softhsm_and_keyferry() {
+    let (kf_slot, _) = fresh_token(Module::Keyferry, "ecdh-kf");
+    let (sh_slot, _) = fresh_token(Module::SoftHsm, "ecdh-sh");
+    let keyferry = user_session(Module::Keyferry, kf_slot);
+    let softhsm = user_session(Module::SoftHsm, sh_slot);
+    let (kf_public, kf_private) = p256_pair(&keyferry);
+    let (sh_public, sh_private) = p256_pair(&softhsm);
+    let kf_key = agree(
+        &keyferry,
+        kf_private,
+        &point(&softhsm, sh_public),
+        EcKdf::null(),
+    );
+    let sh_key = agree(
+        &softhsm,
+        sh_private,
+        &point(&keyferry, kf_public),
+        EcKdf::null(),
+    );
+    assert_eq!(
+        aes_fingerprint(&keyferry, kf_key),
+        aes_fingerprint(&softhsm, sh_key)
+    );
+    // No extractable transport key exists at any point.
+    assert_eq!(
+        one(&keyferry, AttributeType::NeverExtractable, kf_key),
+        Attribute::NeverExtractable(true)
+    );
+}
+
+#[test]
+fn ecdh_with_the_sha256_kdf_agrees_between_two_keyferry_tokens() {
+    let (a_slot, _) = fresh_token(Module::Keyferry, "ecdh-a");
+    let (b_slot, _) = fresh_token(Module::Keyferry, "ecdh-b");
+    let a = user_session(Module::Keyferry, a_slot);
+    let b = user_session(Module::Keyferry, b_slot);
+    let (a_public, a_private) = p256_pair(&a);
+    let (b_public, b_private) = p256_pair(&b);
+    let shared_info = b"keyferry transport";
+    let a_key = agree(
+        &a,
+        a_private,
+        &point(&b, b_public),
+        EcKdf::sha256(shared_info),
+    );
+    let b_key = agree(
+        &b,
+        b_private,
+        &point(&a, a_public),
+        EcKdf::sha256(shared_info),
+    );
+    assert_eq!(aes_fingerprint(&a, a_key), aes_fingerprint(&b, b_key));
+    let other_info = agree(
+        &a,
+        a_private,
+        &point(&b, b_public),
+        EcKdf::sha256(b"something else"),
+    );
+    assert_ne!(aes_fingerprint(&a, a_key), aes_fingerprint(&a, other_info));
+}
