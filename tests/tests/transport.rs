@@ -192,3 +192,72 @@ fn ecdh_with_the_sha256_kdf_agrees_between_two_keyferry_tokens() {
     );
     assert_ne!(aes_fingerprint(&a, a_key), aes_fingerprint(&a, other_info));
 }
+
+/// Sign with `private` on one token and verify with `public` on another (raw CKM_ECDSA
+/// over a SHA-256 digest: SoftHSMv2 2.6.1 has no CKM_ECDSA_SHA256).
+fn signs_for(signer: &Session, private: ObjectHandle, verifier: &Session, public: ObjectHandle) {
+    let digest = signer
+        .digest(&Mechanism::Sha256, b"a key that moved")
+        .unwrap();
+    let signature = signer.sign(&Mechanism::Ecdsa, private, &digest).unwrap();
+    verifier
+        .verify(&Mechanism::Ecdsa, public, &digest, &signature)
+        .unwrap();
+}
+
+#[test]
+fn ec_private_keys_cross_between_softhsm_and_keyferry_as_pkcs8_under_rfc_5649() {
+    let (kf_slot, _) = fresh_token(Module::Keyferry, "pkcs8-kf");
+    let (sh_slot, _) = fresh_token(Module::SoftHsm, "pkcs8-sh");
+    let keyferry = user_session(Module::Keyferry, kf_slot);
+    let softhsm = user_session(Module::SoftHsm, sh_slot);
+    let kek_template = |session: &Session| {
+        session
+            .create_object(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Token(false),
+                Attribute::Value(vec![0x3c; 32]),
+                Attribute::Wrap(true),
+                Attribute::Unwrap(true),
+            ])
+            .unwrap()
+    };
+    let (kf_kek, sh_kek) = (kek_template(&keyferry), kek_template(&softhsm));
+    let pair = |session: &Session| {
+        session
+            .generate_key_pair(
+                &Mechanism::EccKeyPairGen,
+                &[
+                    Attribute::EcParams(P256.to_vec()),
+                    Attribute::Token(false),
+                    Attribute::Verify(true),
+                ],
+                &[
+                    Attribute::Token(false),
+                    Attribute::Sign(true),
+                    Attribute::Extractable(true),
+                ],
+            )
+            .unwrap()
+    };
+    let template = [
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::Token(false),
+        Attribute::Sign(true),
+    ];
+    for (from, from_kek, to, to_kek) in [
+        (&softhsm, sh_kek, &keyferry, kf_kek),
+        (&keyferry, kf_kek, &softhsm, sh_kek),
+    ] {
+        let (public, private) = pair(from);
+        let blob = from
+            .wrap_key(&Mechanism::AesKeyWrapPad, from_kek, private)
+            .unwrap();
+        let arrived = to
+            .unwrap_key(&Mechanism::AesKeyWrapPad, to_kek, &blob, &template)
+            .unwrap();
+        signs_for(to, arrived, from, public);
+    }
+}

@@ -281,16 +281,20 @@ pub(crate) unsafe fn in_mechanism(
             let oaep =
                 unsafe { in_struct::<CK_RSA_PKCS_OAEP_PARAMS>(raw, mechanism.ulParameterLen) }?;
             // SAFETY: as above.
-            let label = unsafe { in_slice(oaep.pSourceData as *const u8, oaep.ulSourceDataLen) }
-                .map_err(invalid)?;
-            // PKCS#11 3.0 §2.1.8: the only source is CKZ_DATA_SPECIFIED (0 with no label).
-            if oaep.source != CKZ_DATA_SPECIFIED && !(oaep.source == 0 && label.is_empty()) {
-                return Err(Error::MechanismParamInvalid);
-            }
-            Parameter::Oaep {
-                hash: oaep.hashAlg,
-                mgf: oaep.mgf,
-                label: label.to_vec(),
+            unsafe { oaep_parameter(oaep) }?
+        }
+        CKM_RSA_AES_KEY_WRAP => {
+            // SAFETY: the contract covers the structure and the OAEP parameters it points to.
+            let params =
+                unsafe { in_struct::<CK_RSA_AES_KEY_WRAP_PARAMS>(raw, mechanism.ulParameterLen) }?;
+            // SAFETY: as above; NULL is refused.
+            let oaep =
+                unsafe { params.pOAEPParams.as_ref() }.ok_or(Error::MechanismParamInvalid)?;
+            // SAFETY: as above.
+            let oaep = unsafe { oaep_parameter(oaep) }?;
+            Parameter::RsaAes {
+                aes_bits: params.ulAESKeyBits,
+                oaep: Box::new(oaep),
             }
         }
         CKM_ECDH1_DERIVE => {
@@ -338,6 +342,25 @@ pub(crate) unsafe fn in_mechanism(
         ),
     };
     Ok((mechanism.mechanism, parameter))
+}
+
+/// CK_RSA_PKCS_OAEP_PARAMS as a parameter.
+///
+/// # Safety
+/// `pSourceData` is NULL or valid for `ulSourceDataLen` bytes.
+unsafe fn oaep_parameter(oaep: &CK_RSA_PKCS_OAEP_PARAMS) -> Result<Parameter> {
+    // SAFETY: the caller's contract is ours.
+    let label = unsafe { in_slice(oaep.pSourceData as *const u8, oaep.ulSourceDataLen) }
+        .map_err(|_| Error::MechanismParamInvalid)?;
+    // PKCS#11 3.0 §2.1.8: the only source is CKZ_DATA_SPECIFIED (0 with no label).
+    if oaep.source != CKZ_DATA_SPECIFIED && !(oaep.source == 0 && label.is_empty()) {
+        return Err(Error::MechanismParamInvalid);
+    }
+    Ok(Parameter::Oaep {
+        hash: oaep.hashAlg,
+        mgf: oaep.mgf,
+        label: label.to_vec(),
+    })
 }
 
 /// A parameter structure, which must be exactly its size.

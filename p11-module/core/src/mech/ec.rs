@@ -52,6 +52,14 @@ impl Curve {
         }
     }
 
+    /// The DER of the curve's named-curve OID.
+    pub fn oid(self) -> &'static [u8] {
+        match self {
+            Self::P256 => P256_OID,
+            Self::P384 => P384_OID,
+        }
+    }
+
     /// Field size in bytes: half an ECDSA signature.
     pub fn field_len(self) -> usize {
         match self {
@@ -237,7 +245,12 @@ impl Signer for EcdsaSigner {
         let EcKey::Private(scalar) = &self.key else {
             return Err(Error::KeyFunctionNotPermitted);
         };
-        let digest = self.input.finish();
+        let mut digest = self.input.finish();
+        // An empty digest is the integer 0, as one zero byte is; RustCrypto's RFC 6979
+        // nonce asserts a non-empty input, and a panic here would poison the session.
+        if digest.is_empty() {
+            digest.push(0);
+        }
         let bad_key = |_| Error::KeyTypeInconsistent;
         match self.curve {
             Curve::P256 => {

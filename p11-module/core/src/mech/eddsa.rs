@@ -13,14 +13,14 @@ use crate::token::attr::{self, Attribute, Value};
 use crate::token::object::Object;
 
 /// DER of the id-Ed25519 OID (1.3.101.112), and of the printable name PKCS#11 3.0 allows.
-const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
+pub const OID: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 const ED25519_NAME: &[u8] = b"\x13\x0cedwards25519";
 /// Pure EdDSA signs the whole message; this bounds what a session buffers.
 const MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Whether CKA_EC_PARAMS names Ed25519.
 pub fn is_ed25519(params: &[u8]) -> bool {
-    params == ED25519_OID || params == ED25519_NAME
+    params == OID || params == ED25519_NAME
 }
 
 /// CKM_EC_EDWARDS_KEY_PAIR_GEN.

@@ -7,9 +7,10 @@ pub mod digest;
 pub mod ec;
 pub mod eddsa;
 mod generic;
-mod kw;
+pub mod kw;
 pub mod mac;
 pub mod params;
+pub mod pkcs8;
 pub mod rsa;
 pub mod sign;
 
@@ -272,6 +273,7 @@ static MECHANISMS: &[(CK_MECHANISM_TYPE, &dyn Mechanism)] = &[
     (CKM_RSA_PKCS_KEY_PAIR_GEN, &rsa::KeyGen),
     (CKM_RSA_PKCS, &rsa::Pkcs1Signature(None)),
     (CKM_RSA_PKCS_OAEP, &rsa::OaepEncryption),
+    (CKM_RSA_AES_KEY_WRAP, &rsa::RsaAesKeyWrap),
     (
         CKM_SHA1_RSA_PKCS,
         &rsa::Pkcs1Signature(Some(Algorithm::Sha1)),

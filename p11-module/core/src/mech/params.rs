@@ -30,6 +30,13 @@ pub enum Parameter {
         /// The label (source data), empty when none.
         label: Vec<u8>,
     },
+    /// CK_RSA_AES_KEY_WRAP_PARAMS.
+    RsaAes {
+        /// ulAESKeyBits: the temporary AES key's size.
+        aes_bits: CK_ULONG,
+        /// The OAEP parameters for the temporary key (a `Parameter::Oaep`).
+        oaep: Box<Parameter>,
+    },
     /// CK_ECDH1_DERIVE_PARAMS.
     Ecdh {
         /// CKD_NULL, CKD_SHA256_KDF, …

@@ -72,7 +72,7 @@ fn public_key(object: &Object) -> Result<PublicKey> {
 }
 
 /// The private key of an RSA private key object.
-fn private_key(object: &Object) -> Result<PrivateKey> {
+pub fn private_key(object: &Object) -> Result<PrivateKey> {
     let primes = match (object.bytes(CKA_PRIME_1), object.bytes(CKA_PRIME_2)) {
         (Some(p), Some(q)) if !p.is_empty() && !q.is_empty() => {
             vec![
@@ -121,7 +121,7 @@ impl Mechanism for KeyGen {
             return Err(Error::KeySizeRange);
         }
         let exponent = match attr::find(public, CKA_PUBLIC_EXPONENT).and_then(Value::as_bytes) {
-            Some(bytes) => BoxedUint::from_be_slice_vartime(bytes),
+            Some(bytes) => new_key_exponent(bytes)?,
             None => BoxedUint::from(65537u64),
         };
         let key = PrivateKey::new_with_exp(&mut getrandom::SysRng, bits as usize, exponent)
@@ -163,8 +163,23 @@ impl Mechanism for KeyGen {
     }
 }
 
+/// CKA_PUBLIC_EXPONENT of a key to generate: odd, at least 3 and at most RustCrypto's
+/// limit. An even one (or 0, or 1) has no inverse modulo φ(n), and RustCrypto's prime
+/// search would retry forever.
+fn new_key_exponent(bytes: &[u8]) -> Result<BoxedUint> {
+    let value = bytes.iter().try_fold(0u64, |value, byte| {
+        value.checked_mul(256).map(|value| value | u64::from(*byte))
+    });
+    match value {
+        Some(value) if value % 2 == 1 && (3..=PublicKey::MAX_PUB_EXPONENT).contains(&value) => {
+            Ok(BoxedUint::from(value))
+        }
+        _ => Err(Error::AttributeValueInvalid(CKA_PUBLIC_EXPONENT)),
+    }
+}
+
 /// The DER SubjectPublicKeyInfo of a public key.
-fn public_key_info(key: &PublicKey) -> Result<Vec<u8>> {
+pub fn public_key_info(key: &PublicKey) -> Result<Vec<u8>> {
     use rsa::pkcs8::EncodePublicKey;
     key.to_public_key_der()
         .map(|der| der.as_bytes().to_vec())
@@ -542,6 +557,71 @@ impl Signer for RsaSigner {
             }
         };
         verified.map_err(|_| Error::SignatureInvalid)
+    }
+}
+
+/// CKM_RSA_AES_KEY_WRAP (PKCS#11 3.0 §2.1.21): a fresh AES key wrapped with RSA-OAEP to
+/// the public key, followed by the target wrapped with RFC 5649 under that AES key — the
+/// format cloud KMS import takes.
+pub struct RsaAesKeyWrap;
+
+impl RsaAesKeyWrap {
+    fn parts(parameter: &Parameter) -> Result<(usize, &Parameter)> {
+        let Parameter::RsaAes { aes_bits, oaep } = parameter else {
+            return Err(Error::MechanismParamInvalid);
+        };
+        match aes_bits {
+            128 | 192 | 256 => Ok((*aes_bits as usize / 8, oaep)),
+            _ => Err(Error::MechanismParamInvalid),
+        }
+    }
+}
+
+impl Mechanism for RsaAesKeyWrap {
+    fn info(&self) -> CK_MECHANISM_INFO {
+        CK_MECHANISM_INFO {
+            ulMinKeySize: MIN_BITS,
+            ulMaxKeySize: MAX_BITS,
+            flags: CKF_WRAP | CKF_UNWRAP,
+        }
+    }
+    fn key_types(&self) -> &'static [CK_KEY_TYPE] {
+        &[CKK_RSA]
+    }
+    fn asymmetric(&self) -> bool {
+        true
+    }
+    fn key_size_ok(&self, _len: usize) -> bool {
+        true
+    }
+    fn key_wrap(&self, kek: &Object, parameter: &Parameter, material: &[u8]) -> Result<Vec<u8>> {
+        let (aes_len, oaep) = Self::parts(parameter)?;
+        let temporary = crate::mech::random_secret(aes_len)?;
+        let mut blob = OaepEncryption.key_wrap(kek, oaep, &temporary)?;
+        blob.extend(crate::mech::kw::Rfc5649.wrap(
+            &temporary,
+            &Parameter::Bytes(Vec::new()),
+            material,
+        )?);
+        Ok(blob)
+    }
+    fn key_unwrap(
+        &self,
+        kek: &Object,
+        parameter: &Parameter,
+        blob: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let (aes_len, oaep) = Self::parts(parameter)?;
+        let split = modulus_len(kek)?;
+        if blob.len() <= split {
+            return Err(Error::WrappedKeyLenRange);
+        }
+        let (wrapped_key, wrapped_target) = blob.split_at(split);
+        let temporary = OaepEncryption.key_unwrap(kek, oaep, wrapped_key)?;
+        if temporary.len() != aes_len {
+            return Err(Error::WrappedKeyInvalid);
+        }
+        crate::mech::kw::Rfc5649.unwrap(&temporary, &Parameter::Bytes(Vec::new()), wrapped_target)
     }
 }
 

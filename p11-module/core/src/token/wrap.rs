@@ -5,7 +5,7 @@ use pkcs11_sys::*;
 
 use crate::error::{Error, Result};
 use crate::mech::params::Parameter;
-use crate::mech::{self, Mechanism};
+use crate::mech::{self, Mechanism, pkcs8};
 use crate::token::Module;
 use crate::token::attr::{Attribute, Value};
 use crate::token::crypto::{Output, allowed, key_class};
@@ -87,8 +87,9 @@ fn nested(key: &Object, kind: CK_ATTRIBUTE_TYPE) -> Vec<Attribute> {
 /// extractable, trusted wrapping where required, and matching the wrapping key's
 /// CKA_WRAP_TEMPLATE byte for byte.
 fn check_wrappable(key: &Object, kek: &Object) -> Result<()> {
-    // Private keys are wrapped in a later issue; certificates and data never are.
-    if key.class() != CKO_SECRET_KEY {
+    // Secret keys leave as their value, private keys as PKCS#8; public keys,
+    // certificates and data are not secret and never wrapped.
+    if !matches!(key.class(), CKO_SECRET_KEY | CKO_PRIVATE_KEY) {
         return Err(Error::KeyNotWrappable);
     }
     if !key.flag(CKA_EXTRACTABLE) {
@@ -140,6 +141,22 @@ fn strip_zero_padding(material: &mut Vec<u8>, value_len: Option<CK_ULONG>) {
     }
 }
 
+/// The same SoftHSMv2 habit for private keys: its blob of a PKCS#8 key whose DER is not
+/// whole 64-bit blocks opens with up to seven zero bytes after the DER. The DER's own
+/// length says where the key ends; a surplus of zero bytes shorter than a block goes.
+fn strip_der_padding(material: &mut Vec<u8>) {
+    let total = match material.as_slice() {
+        [0x30, len, ..] if *len < 0x80 => 2 + usize::from(*len),
+        [0x30, 0x81, len, ..] => 3 + usize::from(*len),
+        [0x30, 0x82, high, low, ..] => 4 + (usize::from(*high) << 8 | usize::from(*low)),
+        _ => return,
+    };
+    let surplus = material.get(total..).unwrap_or_default();
+    if !surplus.is_empty() && surplus.len() < 8 && surplus.iter().all(|byte| *byte == 0) {
+        material.truncate(total);
+    }
+}
+
 impl Module {
     /// C_WrapKey: the blob, with the length-query protocol.
     pub fn wrap_key(
@@ -157,8 +174,13 @@ impl Module {
         check_role_key(&kek, wrapping_role(), mechanism, kind)?;
         let key = self.object_as(&session, key, Error::KeyHandleInvalid)?;
         check_wrappable(&key, &kek)?;
-        let material = key.bytes(CKA_VALUE).ok_or(Error::KeyNotWrappable)?;
-        let blob = mechanism.key_wrap(&kek, parameter, material)?;
+        let material = match key.class() {
+            CKO_PRIVATE_KEY => pkcs8::encode(&key)?,
+            _ => zeroize::Zeroizing::new(
+                key.bytes(CKA_VALUE).ok_or(Error::KeyNotWrappable)?.to_vec(),
+            ),
+        };
+        let blob = mechanism.key_wrap(&kek, parameter, &material)?;
         Ok(match capacity {
             None => Output::Length(blob.len()),
             Some(capacity) if capacity < blob.len() => Output::TooSmall(blob.len()),
@@ -185,14 +207,25 @@ impl Module {
             .iter()
             .find(|a| a.kind == CKA_CLASS)
             .ok_or(Error::TemplateIncomplete(CKA_CLASS))?;
-        if crate::token::attr::parse_ulong(CKA_CLASS, &class.value)? != CKO_SECRET_KEY {
+        let class = crate::token::attr::parse_ulong(CKA_CLASS, &class.value)?;
+        if !matches!(class, CKO_SECRET_KEY | CKO_PRIVATE_KEY) {
             return Err(Error::TemplateInconsistent(CKA_CLASS));
         }
         let is_so = session.token.lock()?.login == Login::So;
         let mut key = Object::from_template(&template, &[], Origin::Unwrap, is_so)?;
         let mut material = mechanism.key_unwrap(&kek, parameter, blob)?;
-        strip_zero_padding(&mut material, key.ulong(CKA_VALUE_LEN));
-        key.put(CKA_VALUE, Value::Bytes(material));
+        if class == CKO_PRIVATE_KEY {
+            let key_type = key
+                .key_type()
+                .ok_or(Error::TemplateIncomplete(CKA_KEY_TYPE))?;
+            strip_der_padding(&mut material);
+            for item in pkcs8::decode(key_type, &material, None)? {
+                key.put(item.kind, item.value);
+            }
+        } else {
+            strip_zero_padding(&mut material, key.ulong(CKA_VALUE_LEN));
+            key.put(CKA_VALUE, Value::Bytes(material));
+        }
         key.finish(Origin::Unwrap).map_err(|err| match err {
             // The blob held a value the key type cannot have.
             Error::AttributeValueInvalid(CKA_VALUE) => Error::WrappedKeyInvalid,

@@ -290,3 +290,158 @@ fn ecb_encrypt_data_derives_the_fips_197_answer() {
     };
     assert_eq!((rv, refused), (CKR_MECHANISM_PARAM_INVALID, UNTOUCHED));
 }
+
+/// C_GenerateKeyPair with a parameterless mechanism: (public, private).
+fn key_pair(
+    session: CK_SESSION_HANDLE,
+    kind: CK_MECHANISM_TYPE,
+    public: &Template,
+    private: &Template,
+) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
+    let mut mechanism = mechanism(kind);
+    let (mut public_key, mut private_key) = (UNTOUCHED, UNTOUCHED);
+    // SAFETY: the mechanism and templates are valid; both handles are writable.
+    let rv = unsafe {
+        (functions().C_GenerateKeyPair.unwrap())(
+            session,
+            &mut mechanism,
+            public.ptr(),
+            public.count(),
+            private.ptr(),
+            private.count(),
+            &mut public_key,
+            &mut private_key,
+        )
+    };
+    assert_eq!(rv, CKR_OK);
+    (public_key, private_key)
+}
+
+/// C_WrapKey / C_UnwrapKey with CKM_RSA_AES_KEY_WRAP and OAEP-SHA-256.
+fn rsa_aes(
+    session: CK_SESSION_HANDLE,
+    kek: CK_OBJECT_HANDLE,
+    target: Result<CK_OBJECT_HANDLE, (&[u8], &Template)>,
+) -> Result<(Vec<u8>, CK_OBJECT_HANDLE), CK_RV> {
+    let mut oaep = CK_RSA_PKCS_OAEP_PARAMS {
+        hashAlg: CKM_SHA256,
+        mgf: CKG_MGF1_SHA256,
+        source: CKZ_DATA_SPECIFIED,
+        pSourceData: null_mut(),
+        ulSourceDataLen: 0,
+    };
+    let mut parameter = CK_RSA_AES_KEY_WRAP_PARAMS {
+        ulAESKeyBits: 256,
+        pOAEPParams: &mut oaep,
+    };
+    let mut mechanism = CK_MECHANISM {
+        mechanism: CKM_RSA_AES_KEY_WRAP,
+        pParameter: (&mut parameter as *mut CK_RSA_AES_KEY_WRAP_PARAMS).cast(),
+        ulParameterLen: std::mem::size_of::<CK_RSA_AES_KEY_WRAP_PARAMS>() as CK_ULONG,
+    };
+    match target {
+        Ok(key) => {
+            let mut blob = vec![0u8; 4096];
+            let mut len = blob.len() as CK_ULONG;
+            // SAFETY: the mechanism points at live parameters; `blob` holds `len` bytes.
+            let rv = unsafe {
+                (functions().C_WrapKey.unwrap())(
+                    session,
+                    &mut mechanism,
+                    kek,
+                    key,
+                    blob.as_mut_ptr(),
+                    &mut len,
+                )
+            };
+            if rv != CKR_OK {
+                return Err(rv);
+            }
+            blob.truncate(len as usize);
+            Ok((blob, key))
+        }
+        Err((blob, template)) => {
+            let mut key = UNTOUCHED;
+            // SAFETY: as above; the blob and template are valid; `key` is writable.
+            let rv = unsafe {
+                (functions().C_UnwrapKey.unwrap())(
+                    session,
+                    &mut mechanism,
+                    kek,
+                    blob.as_ptr().cast_mut(),
+                    blob.len() as CK_ULONG,
+                    template.ptr(),
+                    template.count(),
+                    &mut key,
+                )
+            };
+            if rv == CKR_OK {
+                Ok((Vec::new(), key))
+            } else {
+                Err(rv)
+            }
+        }
+    }
+}
+
+#[test]
+#[serial]
+fn rsa_aes_key_wrap_carries_secret_and_private_keys() {
+    let _fixture = Fixture::new();
+    let session = user_session(user_token());
+    let rsa_public = Template::new()
+        .ulong(CKA_MODULUS_BITS, 2048)
+        .bool(CKA_WRAP, true);
+    let rsa_private = Template::new().bool(CKA_UNWRAP, true);
+    let (public, private) = key_pair(
+        session,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        &rsa_public,
+        &rsa_private,
+    );
+
+    let secret = secret(session, &[0x51; 32], true);
+    let (blob, _) = rsa_aes(session, public, Ok(secret)).unwrap();
+    // 256 bytes of OAEP, then RFC 5649 of 32 bytes: 40.
+    assert_eq!(blob.len(), 256 + 40);
+    let (_, back) = rsa_aes(session, private, Err((&blob, &aes_template()))).unwrap();
+    assert_eq!(
+        attribute(session, back, CKA_CHECK_VALUE).unwrap(),
+        attribute(session, secret, CKA_CHECK_VALUE).unwrap()
+    );
+
+    let ec_public = Template::new().bytes(
+        CKA_EC_PARAMS,
+        &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+    );
+    let (ec_pub, ec_priv) = key_pair(
+        session,
+        CKM_EC_KEY_PAIR_GEN,
+        &ec_public,
+        &Template::new().bool(CKA_EXTRACTABLE, true),
+    );
+    let (blob, _) = rsa_aes(session, public, Ok(ec_priv)).unwrap();
+    let private_template = Template::new()
+        .ulong(CKA_CLASS, CKO_PRIVATE_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_EC);
+    let (_, moved) = rsa_aes(session, private, Err((&blob, &private_template))).unwrap();
+    assert_eq!(
+        attribute(session, moved, CKA_EC_POINT).unwrap(),
+        attribute(session, ec_pub, CKA_EC_POINT).unwrap()
+    );
+    assert_eq!(
+        attribute(session, moved, CKA_PUBLIC_KEY_INFO).unwrap(),
+        attribute(session, ec_pub, CKA_PUBLIC_KEY_INFO).unwrap()
+    );
+
+    let mut tampered = blob.clone();
+    tampered[300] ^= 1;
+    assert_eq!(
+        rsa_aes(session, private, Err((&tampered, &private_template))).err(),
+        Some(CKR_WRAPPED_KEY_INVALID)
+    );
+    assert_eq!(
+        rsa_aes(session, private, Err((&blob[..200], &private_template))).err(),
+        Some(CKR_WRAPPED_KEY_LEN_RANGE)
+    );
+}

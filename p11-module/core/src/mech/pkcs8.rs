@@ -1,0 +1,164 @@
+//! Private keys as PKCS#8 (RFC 5208/5958), the form they take inside a wrapped blob
+//! (PKCS#11 3.0 §2.1.13 and §2.14.5): encoded from a key object's attributes and decoded
+//! back into them. The encodings come from RustCrypto's rsa, elliptic-curve and
+//! ed25519-dalek.
+
+use pkcs11_sys::*;
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::mech::ec::{Curve, der_octet_string, unwrap_point};
+use crate::token::attr::{Attribute, Value};
+use crate::token::object::Object;
+
+/// The PKCS#8 DER of a private key object.
+pub fn encode(object: &Object) -> Result<Zeroizing<Vec<u8>>> {
+    let unwrappable = |_| Error::KeyNotWrappable;
+    let der = match object.key_type() {
+        Some(CKK_RSA) => crate::mech::rsa::private_key(object)?
+            .to_pkcs8_der()
+            .map_err(unwrappable)?,
+        Some(CKK_EC) => {
+            let value = object.bytes(CKA_VALUE).ok_or(Error::KeyNotWrappable)?;
+            match object.bytes(CKA_EC_PARAMS).and_then(Curve::from_params) {
+                Some(Curve::P256) => p256::SecretKey::from_slice(&padded(value, 32)?)
+                    .map_err(|_| Error::KeyNotWrappable)?
+                    .to_pkcs8_der(),
+                Some(Curve::P384) => p384::SecretKey::from_slice(&padded(value, 48)?)
+                    .map_err(|_| Error::KeyNotWrappable)?
+                    .to_pkcs8_der(),
+                None => return Err(Error::KeyNotWrappable),
+            }
+            .map_err(unwrappable)?
+        }
+        Some(CKK_EC_EDWARDS) => {
+            let seed: [u8; 32] = object
+                .bytes(CKA_VALUE)
+                .and_then(|v| v.try_into().ok())
+                .ok_or(Error::KeyNotWrappable)?;
+            let seed = Zeroizing::new(seed);
+            ed25519_dalek::SigningKey::from_bytes(&seed)
+                .to_pkcs8_der()
+                .map_err(unwrappable)?
+        }
+        _ => return Err(Error::KeyNotWrappable),
+    };
+    Ok(Zeroizing::new(der.as_bytes().to_vec()))
+}
+
+fn padded(value: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>> {
+    if value.len() > len {
+        return Err(Error::KeyNotWrappable);
+    }
+    let mut out = Zeroizing::new(vec![0u8; len - value.len()]);
+    out.extend_from_slice(value);
+    Ok(out)
+}
+
+fn bytes(kind: CK_ATTRIBUTE_TYPE, value: impl Into<Vec<u8>>) -> Attribute {
+    Attribute::new(kind, Value::bytes(value))
+}
+
+/// A private key's attributes from PKCS#8 DER, for the key type the unwrap template
+/// names; `ec_params` is the template's CKA_EC_PARAMS if it gave one (it must then agree).
+/// The last element is CKA_PUBLIC_KEY_INFO.
+pub fn decode(
+    key_type: CK_KEY_TYPE,
+    der: &[u8],
+    ec_params: Option<&[u8]>,
+) -> Result<Vec<Attribute>> {
+    let invalid = |_| Error::WrappedKeyInvalid;
+    let trimmed = crate::mech::rsa::trimmed;
+    let mut attributes = Vec::new();
+    match key_type {
+        CKK_RSA => {
+            let key = rsa::PrivateKey::from_pkcs8_der(der).map_err(invalid)?;
+            attributes.push(bytes(CKA_MODULUS, trimmed(key.n())));
+            attributes.push(bytes(CKA_PUBLIC_EXPONENT, trimmed(key.e())));
+            attributes.push(bytes(CKA_PRIVATE_EXPONENT, trimmed(key.d())));
+            if let [p, q] = key.primes() {
+                attributes.push(bytes(CKA_PRIME_1, trimmed(p)));
+                attributes.push(bytes(CKA_PRIME_2, trimmed(q)));
+            }
+            if let (Some(dp), Some(dq)) = (key.dp(), key.dq()) {
+                attributes.push(bytes(CKA_EXPONENT_1, trimmed(dp)));
+                attributes.push(bytes(CKA_EXPONENT_2, trimmed(dq)));
+            }
+            if let Some(coefficient) = key.crt_coefficient() {
+                attributes.push(bytes(CKA_COEFFICIENT, trimmed(&coefficient)));
+            }
+            attributes.push(bytes(
+                CKA_PUBLIC_KEY_INFO,
+                crate::mech::rsa::public_key_info(&key.to_public_key())?,
+            ));
+        }
+        CKK_EC => {
+            use p256::elliptic_curve::sec1::ToSec1Point;
+            use p256::pkcs8::EncodePublicKey;
+            let (scalar, point, info, oid) = if let Ok(key) = p256::SecretKey::from_pkcs8_der(der) {
+                let public = key.public_key();
+                let info = public
+                    .to_public_key_der()
+                    .map_err(|_| Error::WrappedKeyInvalid)?;
+                (
+                    key.to_bytes().to_vec(),
+                    public.to_sec1_point(false).as_bytes().to_vec(),
+                    info,
+                    Curve::P256,
+                )
+            } else {
+                let key = p384::SecretKey::from_pkcs8_der(der).map_err(invalid)?;
+                let public = key.public_key();
+                let info = public
+                    .to_public_key_der()
+                    .map_err(|_| Error::WrappedKeyInvalid)?;
+                (
+                    key.to_bytes().to_vec(),
+                    public.to_sec1_point(false).as_bytes().to_vec(),
+                    info,
+                    Curve::P384,
+                )
+            };
+            let params = match ec_params {
+                Some(given) if Curve::from_params(given) != Some(oid) => {
+                    return Err(Error::TemplateInconsistent(CKA_EC_PARAMS));
+                }
+                Some(given) => given.to_vec(),
+                None => oid.oid().to_vec(),
+            };
+            attributes.push(Attribute::new(
+                CKA_VALUE,
+                Value::Bytes(Zeroizing::new(scalar)),
+            ));
+            attributes.push(bytes(CKA_EC_POINT, der_octet_string(&point)));
+            attributes.push(bytes(CKA_EC_PARAMS, params));
+            attributes.push(bytes(CKA_PUBLIC_KEY_INFO, info.as_bytes().to_vec()));
+        }
+        CKK_EC_EDWARDS => {
+            use ed25519_dalek::pkcs8::EncodePublicKey;
+            let key = ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(invalid)?;
+            let public = key.verifying_key();
+            let info = public
+                .to_public_key_der()
+                .map_err(|_| Error::WrappedKeyInvalid)?;
+            let params = ec_params.map_or_else(|| crate::mech::eddsa::OID.to_vec(), <[u8]>::to_vec);
+            if !crate::mech::eddsa::is_ed25519(&params) {
+                return Err(Error::TemplateInconsistent(CKA_EC_PARAMS));
+            }
+            attributes.push(Attribute::new(
+                CKA_VALUE,
+                Value::bytes(key.to_bytes().to_vec()),
+            ));
+            attributes.push(bytes(
+                CKA_EC_POINT,
+                der_octet_string(unwrap_point(public.as_bytes())),
+            ));
+            attributes.push(bytes(CKA_EC_PARAMS, params));
+            attributes.push(bytes(CKA_PUBLIC_KEY_INFO, info.as_bytes().to_vec()));
+        }
+        _ => return Err(Error::TemplateInconsistent(CKA_KEY_TYPE)),
+    }
+    Ok(attributes)
+}
