@@ -261,3 +261,37 @@ fn ec_private_keys_cross_between_softhsm_and_keyferry_as_pkcs8_under_rfc_5649() 
         signs_for(to, arrived, from, public);
     }
 }
+
+#[test]
+fn imported_public_keys_are_checked_and_completed() {
+    let (slot, _) = fresh_token(Module::Keyferry, "import");
+    let session = user_session(Module::Keyferry, slot);
+    let (public, _) = p256_pair(&session);
+    let point = point(&session, public);
+    let import = |ec_point: Vec<u8>| {
+        session.create_object(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::Token(false),
+            Attribute::EcParams(P256.to_vec()),
+            Attribute::EcPoint(ec_point),
+        ])
+    };
+    let mut der = vec![0x04, point.len() as u8];
+    der.extend_from_slice(&point);
+    let imported = import(der).unwrap();
+    assert_eq!(
+        one(&session, AttributeType::PublicKeyInfo, imported),
+        one(&session, AttributeType::PublicKeyInfo, public)
+    );
+    let mut off_curve = point.clone();
+    off_curve[64] ^= 1;
+    assert_eq!(
+        keyferry_tests::rv(import(off_curve)),
+        cryptoki::error::RvError::AttributeValueInvalid
+    );
+    assert_eq!(
+        keyferry_tests::rv(import(vec![0x00])),
+        cryptoki::error::RvError::AttributeValueInvalid
+    );
+}

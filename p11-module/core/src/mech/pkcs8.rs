@@ -162,3 +162,134 @@ pub fn decode(
     }
     Ok(attributes)
 }
+
+/// Check an imported (C_CreateObject) public or private key and compute what the token
+/// adds to it: CKA_PUBLIC_KEY_INFO always, CKA_EC_POINT on EC and Ed25519 private keys
+/// that lack it. A key the math refuses is `CKR_ATTRIBUTE_VALUE_INVALID` on the attribute
+/// to blame.
+pub fn describe(object: &Object) -> Result<Vec<Attribute>> {
+    use p256::elliptic_curve::sec1::ToSec1Point;
+    use p256::pkcs8::EncodePublicKey;
+    let private = object.class() == CKO_PRIVATE_KEY;
+    let mut computed = Vec::new();
+    let info = match object.key_type() {
+        Some(CKK_RSA) if private => {
+            let key = crate::mech::rsa::private_key(object)
+                .map_err(|_| Error::AttributeValueInvalid(CKA_PRIVATE_EXPONENT))?;
+            crate::mech::rsa::public_key_info(&key.to_public_key())?
+        }
+        Some(CKK_RSA) => {
+            let key = crate::mech::rsa::public_key(object)
+                .map_err(|_| Error::AttributeValueInvalid(CKA_MODULUS))?;
+            crate::mech::rsa::public_key_info(&key)?
+        }
+        Some(CKK_EC) => {
+            let curve = object
+                .bytes(CKA_EC_PARAMS)
+                .and_then(Curve::from_params)
+                .ok_or(Error::CurveNotSupported)?;
+            let bad_point = |_| Error::AttributeValueInvalid(CKA_EC_POINT);
+            let bad_value = |_| Error::AttributeValueInvalid(CKA_VALUE);
+            let given_point = object.bytes(CKA_EC_POINT).map(unwrap_point);
+            let (point, info) = match (curve, private) {
+                (Curve::P256, true) => {
+                    let key = p256::SecretKey::from_slice(&padded(
+                        object.bytes(CKA_VALUE).unwrap_or_default(),
+                        32,
+                    )?)
+                    .map_err(bad_value)?;
+                    let public = key.public_key();
+                    (
+                        public.to_sec1_point(false).as_bytes().to_vec(),
+                        public.to_public_key_der(),
+                    )
+                }
+                (Curve::P384, true) => {
+                    let key = p384::SecretKey::from_slice(&padded(
+                        object.bytes(CKA_VALUE).unwrap_or_default(),
+                        48,
+                    )?)
+                    .map_err(bad_value)?;
+                    let public = key.public_key();
+                    (
+                        public.to_sec1_point(false).as_bytes().to_vec(),
+                        public.to_public_key_der(),
+                    )
+                }
+                // from_sec1_bytes refuses the identity and points off the curve.
+                (Curve::P256, false) => {
+                    let public = p256::PublicKey::from_sec1_bytes(given_point.unwrap_or_default())
+                        .map_err(bad_point)?;
+                    (
+                        public.to_sec1_point(false).as_bytes().to_vec(),
+                        public.to_public_key_der(),
+                    )
+                }
+                (Curve::P384, false) => {
+                    let public = p384::PublicKey::from_sec1_bytes(given_point.unwrap_or_default())
+                        .map_err(bad_point)?;
+                    (
+                        public.to_sec1_point(false).as_bytes().to_vec(),
+                        public.to_public_key_der(),
+                    )
+                }
+            };
+            match given_point {
+                // A private key's point, if given, must be its own.
+                Some(given) if private && given != point.as_slice() => {
+                    return Err(Error::AttributeValueInvalid(CKA_EC_POINT));
+                }
+                None if private => computed.push(bytes(CKA_EC_POINT, der_octet_string(&point))),
+                _ => {}
+            }
+            info.map_err(|err| Error::General(format!("encoding an EC public key: {err}")))?
+                .as_bytes()
+                .to_vec()
+        }
+        Some(CKK_EC_EDWARDS) => {
+            use ed25519_dalek::pkcs8::EncodePublicKey as _;
+            if !object
+                .bytes(CKA_EC_PARAMS)
+                .is_some_and(crate::mech::eddsa::is_ed25519)
+            {
+                return Err(Error::CurveNotSupported);
+            }
+            let bytes32 = |kind| -> Result<[u8; 32]> {
+                object
+                    .bytes(kind)
+                    .map(|value| {
+                        if kind == CKA_EC_POINT {
+                            unwrap_point(value)
+                        } else {
+                            value
+                        }
+                    })
+                    .and_then(|value| value.try_into().ok())
+                    .ok_or(Error::AttributeValueInvalid(kind))
+            };
+            let public = if private {
+                let seed = Zeroizing::new(bytes32(CKA_VALUE)?);
+                let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+                match object.bytes(CKA_EC_POINT) {
+                    Some(given) if unwrap_point(given) != public.as_bytes() => {
+                        return Err(Error::AttributeValueInvalid(CKA_EC_POINT));
+                    }
+                    None => computed.push(bytes(CKA_EC_POINT, der_octet_string(public.as_bytes()))),
+                    _ => {}
+                }
+                public
+            } else {
+                ed25519_dalek::VerifyingKey::from_bytes(&bytes32(CKA_EC_POINT)?)
+                    .map_err(|_| Error::AttributeValueInvalid(CKA_EC_POINT))?
+            };
+            public
+                .to_public_key_der()
+                .map_err(|err| Error::General(format!("encoding an Ed25519 public key: {err}")))?
+                .as_bytes()
+                .to_vec()
+        }
+        _ => return Ok(computed),
+    };
+    computed.push(bytes(CKA_PUBLIC_KEY_INFO, info));
+    Ok(computed)
+}

@@ -63,7 +63,7 @@ fn uint(object: &Object, kind: CK_ATTRIBUTE_TYPE) -> Result<BoxedUint> {
 }
 
 /// The public key of an RSA public or private key object.
-fn public_key(object: &Object) -> Result<PublicKey> {
+pub fn public_key(object: &Object) -> Result<PublicKey> {
     PublicKey::new(
         uint(object, CKA_MODULUS)?,
         uint(object, CKA_PUBLIC_EXPONENT)?,

@@ -194,6 +194,13 @@ impl Object {
             }
             self.put(CKA_MODULUS_BITS, Value::ulong(bits));
         }
+        // An imported key pair half is checked by the math and completed; a generated or
+        // unwrapped one got these from its mechanism.
+        if matches!(class, CKO_PUBLIC_KEY | CKO_PRIVATE_KEY) && origin == Origin::Create {
+            for item in mech::pkcs8::describe(self)? {
+                self.put(item.kind, item.value);
+            }
+        }
         if class == CKO_SECRET_KEY {
             let value_len = self.bytes(CKA_VALUE).map(<[u8]>::len).unwrap_or(0);
             mech::check_secret_len(self.key_type(), value_len)?;
