@@ -184,8 +184,9 @@ fn keys_from_scalar(curve: Curve, scalar: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 /// CKM_ECDSA (the caller hashes) and CKM_ECDSA_SHA*.
 pub struct Ecdsa(pub Option<Algorithm>);
 
-/// The most input raw CKM_ECDSA takes: longer digests than SHA-512 make no sense.
-const RAW_LIMIT: usize = 64;
+/// The most input raw CKM_ECDSA takes. PKCS#11 3.0 allows any length, truncated to the
+/// order's size inside the token; this only bounds what a session buffers.
+const RAW_LIMIT: usize = 4096;
 
 impl Mechanism for Ecdsa {
     fn info(&self) -> CK_MECHANISM_INFO {

@@ -287,6 +287,10 @@ impl Mechanism for PssSignature {
     }
     fn signer(&self, key: &Object, parameter: &Parameter, sign: bool) -> Result<Box<dyn Signer>> {
         let (hash, salt) = pss_parameters(parameter, self.0)?;
+        // RFC 8017 §9.1.1: the salt must leave room for the hash and two bytes.
+        if salt + hash.output_len() + 2 > modulus_len(key)? {
+            return Err(Error::MechanismParamInvalid);
+        }
         let mut signer = RsaSigner::new(key, Scheme::Pss(hash, salt), sign)?;
         if self.0.is_none() {
             // The raw mechanism signs a digest the caller made: exactly the hash's length.

@@ -9,6 +9,7 @@
     reason = "tests unwrap the function pointers of the tables they check and fail loudly"
 )]
 
+mod asymmetric;
 mod crypto;
 mod general;
 mod key_mgmt;
