@@ -169,7 +169,11 @@ pub fn fresh_token(module: Module, name: &str) -> (Slot, String) {
 /// The slot of a token by label (SoftHSMv2 moves a token to a new slot ID once it is
 /// initialised).
 pub fn slot_of(module: Module, label: &str) -> Slot {
-    let pkcs11 = module.pkcs11();
+    slot_labelled(module.pkcs11(), label)
+}
+
+/// The slot of a token by label, in any loaded module.
+pub fn slot_labelled(pkcs11: &Pkcs11, label: &str) -> Slot {
     pkcs11
         .get_slots_with_initialized_token()
         .unwrap()

@@ -8,8 +8,7 @@ use std::time::Instant;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
-use cryptoki::slot::Slot;
-use keyferry_tests::{pin, rv, USER_PIN};
+use keyferry_tests::{pin, rv, slot_labelled, USER_PIN};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,7 +22,9 @@ fn main() {
     let user_pin = std::env::var("KF_TEST_PIN").unwrap_or_else(|_| USER_PIN.into());
     match args.as_slice() {
         ["create", token, prefix, count] => {
-            let session = pkcs11.open_rw_session(slot(&pkcs11, token)).unwrap();
+            let session = pkcs11
+                .open_rw_session(slot_labelled(&pkcs11, token))
+                .unwrap();
             session
                 .login(UserType::User, Some(&pin(&user_pin)))
                 .unwrap();
@@ -41,7 +42,9 @@ fn main() {
             println!("created {count}");
         }
         ["list", token, class] => {
-            let session = pkcs11.open_ro_session(slot(&pkcs11, token)).unwrap();
+            let session = pkcs11
+                .open_ro_session(slot_labelled(&pkcs11, token))
+                .unwrap();
             session
                 .login(UserType::User, Some(&pin(&user_pin)))
                 .unwrap();
@@ -75,21 +78,27 @@ fn main() {
             }
         }
         ["login", token] => {
-            let session = pkcs11.open_ro_session(slot(&pkcs11, token)).unwrap();
+            let session = pkcs11
+                .open_ro_session(slot_labelled(&pkcs11, token))
+                .unwrap();
             match session.login(UserType::User, Some(&pin(&user_pin))) {
                 Ok(()) => println!("CKR_OK"),
                 Err(err) => println!("{:?}", rv::<()>(Err(err))),
             }
         }
         ["so-login", token] => {
-            let session = pkcs11.open_rw_session(slot(&pkcs11, token)).unwrap();
+            let session = pkcs11
+                .open_rw_session(slot_labelled(&pkcs11, token))
+                .unwrap();
             match session.login(UserType::So, Some(&pin(&user_pin))) {
                 Ok(()) => println!("CKR_OK"),
                 Err(err) => println!("{:?}", rv::<()>(Err(err))),
             }
         }
         ["flags", token] => {
-            let info = pkcs11.get_token_info(slot(&pkcs11, token)).unwrap();
+            let info = pkcs11
+                .get_token_info(slot_labelled(&pkcs11, token))
+                .unwrap();
             println!(
                 "user_count_low={} user_final_try={} user_locked={} so_count_low={} so_locked={}",
                 info.user_pin_count_low(),
@@ -100,7 +109,9 @@ fn main() {
             );
         }
         ["timing", token, label] => {
-            let session = pkcs11.open_ro_session(slot(&pkcs11, token)).unwrap();
+            let session = pkcs11
+                .open_ro_session(slot_labelled(&pkcs11, token))
+                .unwrap();
             let init_open_us = started.elapsed().as_micros();
             session
                 .login(UserType::User, Some(&pin(&user_pin)))
@@ -118,13 +129,4 @@ fn main() {
             std::process::exit(2);
         }
     }
-}
-
-fn slot(pkcs11: &Pkcs11, label: &str) -> Slot {
-    pkcs11
-        .get_slots_with_initialized_token()
-        .unwrap()
-        .into_iter()
-        .find(|slot| pkcs11.get_token_info(*slot).unwrap().label() == label)
-        .unwrap_or_else(|| panic!("no token {label}"))
 }

@@ -135,6 +135,16 @@ fn run_cipher(
     }
 }
 
+/// The length protocol for an output whose length is known in advance (digests,
+/// signatures): the answer to a length query or a short buffer, or `None` to go ahead.
+pub(super) fn fixed_output(len: usize, capacity: Option<usize>) -> Option<Output> {
+    match capacity {
+        None => Some(Output::Length(len)),
+        Some(capacity) if capacity < len => Some(Output::TooSmall(len)),
+        Some(_) => None,
+    }
+}
+
 /// Whether an operation ends after a call that produced `result` (PKCS#11 3.0 §5.2: a
 /// length query or a short buffer keeps it; an error or the last part ends it).
 fn ends(part: Part, result: &Result<Output>) -> bool {
@@ -254,10 +264,8 @@ impl Module {
             return Ok(Output::Data(Zeroizing::new(Vec::new())));
         }
         let len = active.state.output_len();
-        match capacity {
-            None => return Ok(Output::Length(len)),
-            Some(capacity) if capacity < len => return Ok(Output::TooSmall(len)),
-            Some(_) => {}
+        if let Some(answer) = fixed_output(len, capacity) {
+            return Ok(answer);
         }
         let mut active = operations
             .digest
@@ -361,10 +369,8 @@ impl Module {
             return Err(Error::OperationActive);
         }
         let len = active.state.signature_len();
-        match capacity {
-            None => return Ok(Output::Length(len)),
-            Some(capacity) if capacity < len => return Ok(Output::TooSmall(len)),
-            Some(_) => {}
+        if let Some(answer) = fixed_output(len, capacity) {
+            return Ok(answer);
         }
         let mut active = operations
             .sign

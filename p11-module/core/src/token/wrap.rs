@@ -8,7 +8,7 @@ use crate::mech::params::Parameter;
 use crate::mech::{self, Mechanism, pkcs8};
 use crate::token::Module;
 use crate::token::attr::{Attribute, Value};
-use crate::token::crypto::{Output, allowed, key_class};
+use crate::token::crypto::{Output, allowed, fixed_output, key_class};
 use crate::token::object::{Object, Origin, Read};
 use crate::token::slot::Login;
 
@@ -181,11 +181,7 @@ impl Module {
             ),
         };
         let blob = mechanism.key_wrap(&kek, parameter, &material)?;
-        Ok(match capacity {
-            None => Output::Length(blob.len()),
-            Some(capacity) if capacity < blob.len() => Output::TooSmall(blob.len()),
-            Some(_) => Output::Data(blob.into()),
-        })
+        Ok(fixed_output(blob.len(), capacity).unwrap_or_else(|| Output::Data(blob.into())))
     }
 
     /// C_UnwrapKey: a new secret key from a blob and a template.
