@@ -418,7 +418,7 @@ impl Cipher for Counter {
 #[derive(Clone)]
 pub struct Gcm {
     key: Zeroizing<Vec<u8>>,
-    iv: [u8; 12],
+    iv: Vec<u8>,
     aad: Vec<u8>,
     tag_len: usize,
     direction: Direction,
@@ -426,15 +426,16 @@ pub struct Gcm {
 }
 
 impl Gcm {
-    /// From CK_GCM_PARAMS: a 96-bit IV, any AAD, a 96–128-bit tag.
+    /// From CK_GCM_PARAMS: a 96- or 128-bit IV (the 96-bit one NIST recommends, and the
+    /// 128-bit one SoftHSMv2 also takes), any AAD, a 96–128-bit tag.
     pub fn new(key: &[u8], direction: Direction, parameter: &Parameter) -> Result<Self> {
         let Parameter::Gcm { iv, aad, tag_bits } = parameter else {
             return Err(Error::MechanismParamInvalid);
         };
-        let iv: [u8; 12] = iv
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::MechanismParamInvalid)?;
+        if !matches!(iv.len(), 12 | 16) {
+            return Err(Error::MechanismParamInvalid);
+        }
+        let iv = iv.clone();
         let tag_len = match tag_bits {
             96 | 104 | 112 | 120 | 128 => (*tag_bits / 8) as usize,
             _ => return Err(Error::MechanismParamInvalid),
@@ -454,24 +455,12 @@ impl Gcm {
 
     /// Seal `data` in place and return the tag.
     pub fn seal(&self, data: &mut [u8]) -> Result<Vec<u8>> {
-        with_aes!(self.key, |A| match self.tag_len {
-            12 => seal::<A, U12>(&self.key, &self.iv, &self.aad, data),
-            13 => seal::<A, U13>(&self.key, &self.iv, &self.aad, data),
-            14 => seal::<A, U14>(&self.key, &self.iv, &self.aad, data),
-            15 => seal::<A, U15>(&self.key, &self.iv, &self.aad, data),
-            _ => seal::<A, U16>(&self.key, &self.iv, &self.aad, data),
-        })
+        gcm_dispatch!(self, seal, data)
     }
 
     /// Open `data` in place against `tag`; on failure `data` is wiped.
     pub fn open(&self, data: &mut [u8], tag: &[u8]) -> Result<()> {
-        let result = with_aes!(self.key, |A| match self.tag_len {
-            12 => open::<A, U12>(&self.key, &self.iv, &self.aad, data, tag),
-            13 => open::<A, U13>(&self.key, &self.iv, &self.aad, data, tag),
-            14 => open::<A, U14>(&self.key, &self.iv, &self.aad, data, tag),
-            15 => open::<A, U15>(&self.key, &self.iv, &self.aad, data, tag),
-            _ => open::<A, U16>(&self.key, &self.iv, &self.aad, data, tag),
-        });
+        let result = gcm_dispatch!(self, open, data, tag);
         if result.is_err() {
             data.fill(0);
         }
@@ -479,27 +468,51 @@ impl Gcm {
     }
 }
 
-fn seal<A, T>(key: &[u8], iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> Result<Vec<u8>>
+/// Call `$function::<Aes, NonceSize, TagSize>` for a GCM state's key, IV and tag lengths.
+macro_rules! gcm_dispatch {
+    ($gcm:expr, $function:ident, $($argument:expr),*) => {{
+        let gcm = $gcm;
+        macro_rules! by_tag {
+            ($aes:ty, $nonce:ty) => {
+                match gcm.tag_len {
+                    12 => $function::<$aes, $nonce, U12>(&gcm.key, &gcm.iv, &gcm.aad, $($argument),*),
+                    13 => $function::<$aes, $nonce, U13>(&gcm.key, &gcm.iv, &gcm.aad, $($argument),*),
+                    14 => $function::<$aes, $nonce, U14>(&gcm.key, &gcm.iv, &gcm.aad, $($argument),*),
+                    15 => $function::<$aes, $nonce, U15>(&gcm.key, &gcm.iv, &gcm.aad, $($argument),*),
+                    _ => $function::<$aes, $nonce, U16>(&gcm.key, &gcm.iv, &gcm.aad, $($argument),*),
+                }
+            };
+        }
+        with_aes!(gcm.key, |A| if gcm.iv.len() == 16 { by_tag!(A, U16) } else { by_tag!(A, U12) })
+    }};
+}
+use gcm_dispatch;
+
+fn seal<A, N, T>(key: &[u8], iv: &[u8], aad: &[u8], data: &mut [u8]) -> Result<Vec<u8>>
 where
-    AesGcm<A, U12, T>: KeyInit + AeadInOut + AeadCore<NonceSize = U12>,
+    AesGcm<A, N, T>: KeyInit + AeadInOut + AeadCore<NonceSize = N>,
+    N: aes::cipher::array::ArraySize,
     T: aes_gcm::TagSize,
 {
-    let cipher = AesGcm::<A, U12, T>::new_from_slice(key).map_err(|_| Error::KeySizeRange)?;
+    let cipher = AesGcm::<A, N, T>::new_from_slice(key).map_err(|_| Error::KeySizeRange)?;
+    let nonce = Array::<u8, N>::try_from(iv).map_err(|_| Error::MechanismParamInvalid)?;
     let tag = cipher
-        .encrypt_inout_detached(&Array::from(*iv), aad, data.into())
+        .encrypt_inout_detached(&nonce, aad, data.into())
         .map_err(|_| Error::DataLenRange)?;
     Ok(tag.to_vec())
 }
 
-fn open<A, T>(key: &[u8], iv: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> Result<()>
+fn open<A, N, T>(key: &[u8], iv: &[u8], aad: &[u8], data: &mut [u8], tag: &[u8]) -> Result<()>
 where
-    AesGcm<A, U12, T>: KeyInit + AeadInOut + AeadCore<NonceSize = U12>,
+    AesGcm<A, N, T>: KeyInit + AeadInOut + AeadCore<NonceSize = N>,
+    N: aes::cipher::array::ArraySize,
     T: aes_gcm::TagSize,
 {
-    let cipher = AesGcm::<A, U12, T>::new_from_slice(key).map_err(|_| Error::KeySizeRange)?;
+    let cipher = AesGcm::<A, N, T>::new_from_slice(key).map_err(|_| Error::KeySizeRange)?;
+    let nonce = Array::<u8, N>::try_from(iv).map_err(|_| Error::MechanismParamInvalid)?;
     let tag = Array::try_from(tag).map_err(|_| Error::EncryptedDataInvalid)?;
     cipher
-        .decrypt_inout_detached(&Array::from(*iv), aad, data.into(), &tag)
+        .decrypt_inout_detached(&nonce, aad, data.into(), &tag)
         .map_err(|_| Error::EncryptedDataInvalid)
 }
 
