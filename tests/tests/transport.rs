@@ -105,22 +105,34 @@ fn p256_pair(session: &Session) -> (ObjectHandle, ObjectHandle) {
 }
 
 fn agree(session: &Session, private: ObjectHandle, peer_point: &[u8], kdf: EcKdf) -> ObjectHandle {
+    agree_len(session, private, peer_point, kdf, 32).unwrap()
+}
+
+fn agree_len(
+    session: &Session,
+    private: ObjectHandle,
+    peer_point: &[u8],
+    kdf: EcKdf,
+    len: u64,
+) -> cryptoki::error::Result<ObjectHandle> {
     let params = Ecdh1DeriveParams::new(kdf, peer_point);
-    session
-        .derive_key(
-            &Mechanism::Ecdh1Derive(params),
-            private,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(32.into()),
-                Attribute::Token(false),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Encrypt(true),
-            ],
-        )
-        .unwrap()
+    session.derive_key(
+        &Mechanism::Ecdh1Derive(params),
+        private,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(if len > 32 {
+                KeyType::GENERIC_SECRET
+            } else {
+                KeyType::AES
+            }),
+            Attribute::ValueLen(len.into()),
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+        ],
+    )
 }
 
 /// The raw SEC1 point inside a CKA_EC_POINT DER OCTET STRING.
@@ -294,4 +306,79 @@ fn imported_public_keys_are_checked_and_completed() {
         keyferry_tests::rv(import(vec![0x00])),
         cryptoki::error::RvError::AttributeValueInvalid
     );
+}
+
+#[test]
+fn ecdh_ckd_null_truncates_z_from_the_leading_end_as_softhsm_does() {
+    let (kf_slot, _) = fresh_token(Module::Keyferry, "ecdh16-kf");
+    let (sh_slot, _) = fresh_token(Module::SoftHsm, "ecdh16-sh");
+    let keyferry = user_session(Module::Keyferry, kf_slot);
+    let softhsm = user_session(Module::SoftHsm, sh_slot);
+    let (kf_public, kf_private) = p256_pair(&keyferry);
+    let (sh_public, sh_private) = p256_pair(&softhsm);
+    // AES-128 from a 32-byte Z: both tokens must keep the same 16 bytes.
+    let kf_key = agree_len(
+        &keyferry,
+        kf_private,
+        &point(&softhsm, sh_public),
+        EcKdf::null(),
+        16,
+    )
+    .unwrap();
+    let sh_key = agree_len(
+        &softhsm,
+        sh_private,
+        &point(&keyferry, kf_public),
+        EcKdf::null(),
+        16,
+    )
+    .unwrap();
+    assert_eq!(
+        aes_fingerprint(&keyferry, kf_key),
+        aes_fingerprint(&softhsm, sh_key)
+    );
+    // A length past any key is refused before anything is computed.
+    let huge = agree_len(
+        &keyferry,
+        kf_private,
+        &point(&softhsm, sh_public),
+        EcKdf::sha256(b""),
+        1 << 40,
+    );
+    assert_eq!(
+        keyferry_tests::rv(huge),
+        cryptoki::error::RvError::TemplateInconsistent
+    );
+}
+
+#[test]
+fn an_rsa_key_that_unwraps_does_no_pkcs1_v15_decryption() {
+    let (slot, _) = fresh_token(Module::Keyferry, "bleichenbacher");
+    let session = user_session(Module::Keyferry, slot);
+    for (unwrap, expected) in [
+        (true, Err(cryptoki::error::RvError::KeyFunctionNotPermitted)),
+        (false, Ok(())),
+    ] {
+        let (public, private) = session
+            .generate_key_pair(
+                &Mechanism::RsaPkcsKeyPairGen,
+                &[Attribute::ModulusBits(2048.into()), Attribute::Token(false)],
+                &[
+                    Attribute::Token(false),
+                    Attribute::Unwrap(unwrap),
+                    Attribute::Decrypt(true),
+                ],
+            )
+            .unwrap();
+        let ciphertext = session
+            .encrypt(&Mechanism::RsaPkcs, public, b"secret")
+            .unwrap();
+        let result = session
+            .decrypt(&Mechanism::RsaPkcs, private, &ciphertext)
+            .map(|plain| assert_eq!(plain, b"secret"));
+        match expected {
+            Ok(()) => result.unwrap(),
+            Err(rv) => assert_eq!(keyferry_tests::rv(result), rv),
+        }
+    }
 }

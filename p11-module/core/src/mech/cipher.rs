@@ -413,6 +413,9 @@ impl Cipher for Counter {
     }
 }
 
+/// The most one GCM operation buffers: 64 MiB.
+const GCM_LIMIT: usize = 64 * 1024 * 1024;
+
 /// GCM: input is gathered and sealed or opened at the end, so no plaintext is released
 /// before its tag is checked (PKCS#11 3.0 §2.10.8).
 #[derive(Clone)]
@@ -519,6 +522,10 @@ where
 impl Cipher for Gcm {
     fn output_len(&self, input_len: usize, finishing: bool) -> Result<usize> {
         let total = self.data.len() + input_len;
+        // GCM holds its input until the tag; this bounds what one session buffers.
+        if total > GCM_LIMIT {
+            return Err(self.direction.len_range());
+        }
         match (finishing, self.direction) {
             (false, _) => Ok(0),
             (true, Direction::Encrypt) => Ok(total + self.tag_len),
@@ -528,6 +535,7 @@ impl Cipher for Gcm {
     }
 
     fn update(&mut self, input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        self.output_len(input.len(), false)?;
         self.data.extend_from_slice(input);
         Ok(Zeroizing::new(Vec::new()))
     }

@@ -83,11 +83,20 @@ pub fn der_octet_string(point: &[u8]) -> Vec<u8> {
 }
 
 /// The SEC1 point of a CKA_EC_POINT, which may be DER-wrapped (the spec's form) or raw.
+/// Told apart by length: a raw point is never a valid DER wrapping of a valid point too,
+/// while looking at the first bytes alone misreads raw points whose x starts 0x3f.
 pub fn unwrap_point(value: &[u8]) -> &[u8] {
-    match value {
+    // Uncompressed P-256 and P-384, compressed P-256 and P-384, Ed25519.
+    const POINT_LENS: [usize; 5] = [65, 97, 33, 49, 32];
+    let inner = match value {
         [0x04, len, rest @ ..] if usize::from(*len) == rest.len() => rest,
         [0x04, 0x81, len, rest @ ..] if usize::from(*len) == rest.len() => rest,
-        raw => raw,
+        raw => return raw,
+    };
+    if POINT_LENS.contains(&inner.len()) && !POINT_LENS.contains(&value.len()) {
+        inner
+    } else {
+        value
     }
 }
 
@@ -358,8 +367,24 @@ impl Mechanism for Ecdh {
                 zeroize::Zeroizing::new(shared.raw_secret_bytes().to_vec())
             }
         };
+        // A derived key is at most a generic secret's length; checked before any allocation.
+        if len.is_some_and(|len| len == 0 || len > crate::mech::generic::MAX_LEN) {
+            return Err(Error::TemplateInconsistent(CKA_VALUE_LEN));
+        }
         let hash = match *kdf {
-            CKD_NULL if shared_data.is_empty() => return Ok(shared),
+            // PKCS#11 (2.40 §2.3.8, as SoftHSMv2 does): truncation removes bytes from the
+            // leading end of Z.
+            CKD_NULL if shared_data.is_empty() => {
+                return match len {
+                    Some(len) if len > shared.len() => {
+                        Err(Error::TemplateInconsistent(CKA_VALUE_LEN))
+                    }
+                    Some(len) => Ok(zeroize::Zeroizing::new(
+                        shared[shared.len() - len..].to_vec(),
+                    )),
+                    None => Ok(shared),
+                };
+            }
             CKD_SHA1_KDF => Algorithm::Sha1,
             CKD_SHA224_KDF => Algorithm::Sha224,
             CKD_SHA256_KDF => Algorithm::Sha256,
@@ -387,5 +412,23 @@ impl Mechanism for Ecdh {
         };
         derived.map_err(|_| Error::TemplateInconsistent(CKA_VALUE_LEN))?;
         Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_points_that_look_like_der_stay_raw() {
+        // A raw uncompressed P-256 point whose x starts 0x3f reads as 04 3f … like a DER
+        // OCTET STRING of 63 bytes; no valid point is 63 bytes, so it stays raw.
+        let mut raw = vec![0x04, 0x3f];
+        raw.extend_from_slice(&[0x11; 63]);
+        assert_eq!(unwrap_point(&raw), raw.as_slice());
+        let wrapped = der_octet_string(&raw);
+        assert_eq!(unwrap_point(&wrapped), raw.as_slice());
+        let ed25519 = [0x04, 0x1e, 0x22, 0x33].repeat(8);
+        assert_eq!(unwrap_point(&ed25519), ed25519.as_slice());
     }
 }

@@ -6,7 +6,7 @@ pub mod cipher;
 pub mod digest;
 pub mod ec;
 pub mod eddsa;
-mod generic;
+pub mod generic;
 pub mod kw;
 pub mod mac;
 pub mod params;

@@ -39,9 +39,14 @@ pub fn encode(object: &Object) -> Result<Zeroizing<Vec<u8>>> {
                 .and_then(|v| v.try_into().ok())
                 .ok_or(Error::KeyNotWrappable)?;
             let seed = Zeroizing::new(seed);
-            ed25519_dalek::SigningKey::from_bytes(&seed)
-                .to_pkcs8_der()
-                .map_err(unwrappable)?
+            // PKCS#8 v1 (no public key inside): OpenSSL before 3.5, and so SoftHSMv2 built
+            // on it, cannot read the v2 form ed25519-dalek writes by default.
+            ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: *seed,
+                public_key: None,
+            }
+            .to_pkcs8_der()
+            .map_err(unwrappable)?
         }
         _ => return Err(Error::KeyNotWrappable),
     };
@@ -151,10 +156,7 @@ pub fn decode(
                 CKA_VALUE,
                 Value::bytes(key.to_bytes().to_vec()),
             ));
-            attributes.push(bytes(
-                CKA_EC_POINT,
-                der_octet_string(unwrap_point(public.as_bytes())),
-            ));
+            attributes.push(bytes(CKA_EC_POINT, der_octet_string(public.as_bytes())));
             attributes.push(bytes(CKA_EC_PARAMS, params));
             attributes.push(bytes(CKA_PUBLIC_KEY_INFO, info.as_bytes().to_vec()));
         }

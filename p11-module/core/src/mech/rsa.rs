@@ -255,6 +255,12 @@ impl Mechanism for Pkcs1Signature {
         parameter: &Parameter,
     ) -> Result<Box<dyn Cipher>> {
         parameter.none()?;
+        // PKCS#1 v1.5 decryption tells a caller whether any chosen ciphertext pads
+        // correctly (Bleichenbacher); with a key that also unwraps, that would open the
+        // keys wrapped to it with OAEP. So a key does one or the other.
+        if direction == Direction::Decrypt && key.flag(CKA_UNWRAP) {
+            return Err(Error::KeyFunctionNotPermitted);
+        }
         RsaCipher::boxed(key, direction, Padding::Pkcs1)
     }
     fn key_types(&self) -> &'static [CK_KEY_TYPE] {

@@ -164,11 +164,18 @@ impl Object {
         let (local, mechanism, was_sensitive, was_unextractable) = match origin {
             Origin::Create | Origin::Unwrap => (false, CK_UNAVAILABLE_INFORMATION, false, false),
             Origin::Generate(mechanism) => (true, mechanism, true, true),
+            // KEY_GEN_MECHANISM names how material was generated, and is meaningful only
+            // with LOCAL (PKCS#11 3.0 §4.8); SoftHSMv2 leaves it unavailable too.
             Origin::Derive {
-                mechanism,
                 always_sensitive,
                 never_extractable,
-            } => (false, mechanism, always_sensitive, never_extractable),
+                ..
+            } => (
+                false,
+                CK_UNAVAILABLE_INFORMATION,
+                always_sensitive,
+                never_extractable,
+            ),
         };
         self.put(CKA_LOCAL, Value::bool(local));
         self.put(CKA_KEY_GEN_MECHANISM, Value::ulong(mechanism));

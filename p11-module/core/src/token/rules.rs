@@ -228,7 +228,8 @@ const PRIVATE_KEY: &[Rule] = &[
     Rule::new(CKA_DECRYPT, Bool, MODIFIABLE, True),
     Rule::new(CKA_SIGN, Bool, MODIFIABLE, True),
     Rule::new(CKA_SIGN_RECOVER, Bool, MODIFIABLE, True),
-    Rule::new(CKA_UNWRAP, Bool, MODIFIABLE, True),
+    // False by default: an RSA key that unwraps may not do PKCS#1 v1.5 decryption (mech/rsa.rs).
+    Rule::new(CKA_UNWRAP, Bool, MODIFIABLE, False),
     Rule::new(CKA_EXTRACTABLE, Bool, MODIFIABLE | ONLY_TO_FALSE, True),
     Rule::new(CKA_ALWAYS_SENSITIVE, Bool, TOKEN_COMPUTED, Absent),
     Rule::new(CKA_NEVER_EXTRACTABLE, Bool, TOKEN_COMPUTED, Absent),

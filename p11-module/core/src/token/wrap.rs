@@ -75,6 +75,32 @@ fn check_role_key(
     Ok(())
 }
 
+/// CBC_PAD and GCM wrapping are opt-in: only under a key whose CKA_ALLOWED_MECHANISMS
+/// names the mechanism. Unwrapping with CBC_PAD answers whether a chosen block pads
+/// correctly — a padding oracle that decrypts anything under the key unless its unwrap
+/// template pins the key type and length — and GCM wrapping takes the caller's IV, so a
+/// reused IV reveals wrapped keys. A key configured for them has been thought about;
+/// RFC 3394/5649 serve every other case.
+fn check_opt_in(key: &Object, kind: CK_MECHANISM_TYPE) -> Result<()> {
+    if !matches!(kind, CKM_AES_CBC_PAD | CKM_AES_GCM) {
+        return Ok(());
+    }
+    let listed = key.bytes(CKA_ALLOWED_MECHANISMS).is_some_and(|list| {
+        list.chunks_exact(std::mem::size_of::<CK_MECHANISM_TYPE>())
+            .any(|chunk| {
+                chunk
+                    .try_into()
+                    .map(CK_MECHANISM_TYPE::from_ne_bytes)
+                    .is_ok_and(|m| m == kind)
+            })
+    });
+    if listed {
+        Ok(())
+    } else {
+        Err(Error::MechanismInvalid(kind))
+    }
+}
+
 /// The nested template a key carries in `kind`, if any.
 fn nested(key: &Object, kind: CK_ATTRIBUTE_TYPE) -> Vec<Attribute> {
     match key.read(kind) {
@@ -172,6 +198,7 @@ impl Module {
         let mechanism = mech::lookup_for(kind, CKF_WRAP)?;
         let kek = self.object_as(&session, wrapping_key, Error::WrappingKeyHandleInvalid)?;
         check_role_key(&kek, wrapping_role(), mechanism, kind)?;
+        check_opt_in(&kek, kind)?;
         let key = self.object_as(&session, key, Error::KeyHandleInvalid)?;
         check_wrappable(&key, &kek)?;
         let material = match key.class() {
@@ -198,6 +225,7 @@ impl Module {
         let mechanism = mech::lookup_for(kind, CKF_UNWRAP)?;
         let kek = self.object_as(&session, unwrapping_key, Error::UnwrappingKeyHandleInvalid)?;
         check_role_key(&kek, unwrapping_role(), mechanism, kind)?;
+        check_opt_in(&kek, kind)?;
         let template = with_template_of(template, &kek, CKA_UNWRAP_TEMPLATE)?;
         let class = template
             .iter()

@@ -2681,6 +2681,36 @@ fn exercise(
                 "{what}: unwrap-only mechanisms are not walked"
             );
             let kek = walk_key(session, &p, len);
+            if matches!(p.mech.kind, CKM_AES_CBC_PAD | CKM_AES_GCM) {
+                // Wrapping with these is opt-in per key (see token/wrap.rs).
+                let plain = walk_key(session, &p, len);
+                let target = aes(session, &[0x77; 24]);
+                assert_eq!(
+                    wrap_key(session, &p.mech, plain, target).err(),
+                    Some(CKR_MECHANISM_INVALID),
+                    "{what}"
+                );
+                let value: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+                let template =
+                    aes_key(&value).bytes(CKA_ALLOWED_MECHANISMS, &p.mech.kind.to_ne_bytes());
+                let kek = create(session, &template).unwrap();
+                let target = aes(session, &[0x77; 24]);
+                let blob = wrap_key(session, &p.mech, kek, target)
+                    .unwrap_or_else(|rv| panic!("{what}: wrap 0x{rv:x}"));
+                if flag == CKF_UNWRAP {
+                    let template = Template::new()
+                        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+                        .ulong(CKA_KEY_TYPE, CKK_AES);
+                    let key = unwrap_key(session, &p.mech, kek, &blob, &template)
+                        .unwrap_or_else(|rv| panic!("{what}: unwrap 0x{rv:x}"));
+                    assert_eq!(
+                        attribute(session, key, CKA_CHECK_VALUE),
+                        attribute(session, target, CKA_CHECK_VALUE),
+                        "{what}"
+                    );
+                }
+                return;
+            }
             let target = aes(session, &[0x77; 24]);
             let blob = wrap_key(session, &p.mech, kek, target)
                 .unwrap_or_else(|rv| panic!("{what}: wrap 0x{rv:x}"));
