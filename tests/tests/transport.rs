@@ -382,3 +382,72 @@ fn an_rsa_key_that_unwraps_does_no_pkcs1_v15_decryption() {
         }
     }
 }
+
+#[test]
+fn hostile_oaep_and_ecdh_inputs_get_exact_codes() {
+    let (slot, _) = fresh_token(Module::Keyferry, "hostile");
+    let session = user_session(Module::Keyferry, slot);
+    let (public, private) = session
+        .generate_key_pair(
+            &Mechanism::RsaPkcsKeyPairGen,
+            &[Attribute::ModulusBits(2048.into()), Attribute::Token(false)],
+            &[Attribute::Token(false), Attribute::Decrypt(true)],
+        )
+        .unwrap();
+    let sha256 = PkcsOaepParams::new(
+        MechanismType::SHA256,
+        PkcsMgfType::MGF1_SHA256,
+        PkcsOaepSource::empty(),
+    );
+    let mixed = PkcsOaepParams::new(
+        MechanismType::SHA256,
+        PkcsMgfType::MGF1_SHA1,
+        PkcsOaepSource::empty(),
+    );
+    assert_eq!(
+        keyferry_tests::rv(session.encrypt(&Mechanism::RsaPkcsOaep(mixed), public, b"x")),
+        cryptoki::error::RvError::MechanismParamInvalid
+    );
+    let ciphertext = session
+        .encrypt(&Mechanism::RsaPkcsOaep(sha256), public, b"key bytes")
+        .unwrap();
+    // Every way a ciphertext can be wrong answers the same code: no padding oracle.
+    let mut flipped_first = ciphertext.clone();
+    flipped_first[0] ^= 0x80;
+    let mut flipped_last = ciphertext.clone();
+    flipped_last[255] ^= 0x01;
+    let labelled = PkcsOaepParams::new(
+        MechanismType::SHA256,
+        PkcsMgfType::MGF1_SHA256,
+        PkcsOaepSource::data_specified(b"other"),
+    );
+    for (params, bytes) in [
+        (sha256, &flipped_first),
+        (sha256, &flipped_last),
+        (labelled, &ciphertext),
+    ] {
+        assert_eq!(
+            keyferry_tests::rv(session.decrypt(&Mechanism::RsaPkcsOaep(params), private, bytes)),
+            cryptoki::error::RvError::EncryptedDataInvalid
+        );
+    }
+    assert_eq!(
+        keyferry_tests::rv(session.decrypt(
+            &Mechanism::RsaPkcsOaep(sha256),
+            private,
+            &ciphertext[..255]
+        )),
+        cryptoki::error::RvError::EncryptedDataLenRange
+    );
+
+    let (ec_public, ec_private) = p256_pair(&session);
+    let mut off_curve = point(&session, ec_public);
+    off_curve[64] ^= 1;
+    let identity = vec![0x00];
+    for peer in [off_curve, identity, vec![0x04; 65]] {
+        assert_eq!(
+            keyferry_tests::rv(agree_len(&session, ec_private, &peer, EcKdf::null(), 32)),
+            cryptoki::error::RvError::MechanismParamInvalid
+        );
+    }
+}
