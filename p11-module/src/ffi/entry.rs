@@ -89,3 +89,21 @@ pub(crate) fn guard(name: &'static str, call: impl FnOnce() -> Result<()>) -> CK
         }
     }
 }
+
+/// PKCS#11 3.0 §5.2: a call of an active operation that fails for any reason but a short
+/// buffer ends the operation — also when the shell refused its arguments before the core
+/// ran. (CKR_OPERATION_ACTIVE, a single-part call during a multi-part operation, leaves
+/// the multi-part operation as it was.)
+pub(crate) fn ending(
+    module: &Module,
+    session: CK_SESSION_HANDLE,
+    kind: keyferry_core::token::crypto::OperationKind,
+    result: Result<()>,
+) -> Result<()> {
+    if let Err(err) = &result {
+        if !matches!(err, Error::BufferTooSmall | Error::OperationActive) {
+            module.end_operation(session, kind);
+        }
+    }
+    result
+}

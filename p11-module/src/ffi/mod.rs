@@ -23,7 +23,7 @@ pub use slot_token::*;
 /// Write an exported `C_*` function that converts its arguments in an `unsafe fn` of this
 /// module and runs it through `entry::entry`, which needs the module initialised.
 macro_rules! export {
-    ($(fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:path;)*) => {$(
+    ($(fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:path $(, ends($session:ident, $kind:expr))?;)*) => {$(
         #[doc = concat!("PKCS#11 `", stringify!($name), "`.")]
         ///
         /// # Safety
@@ -33,7 +33,9 @@ macro_rules! export {
             crate::ffi::entry::entry(stringify!($name), |module| {
                 // SAFETY: the arguments come straight from our caller, whose promise this
                 // function's contract repeats.
-                unsafe { $body(module, $($arg),*) }
+                let result = unsafe { $body(module, $($arg),*) };
+                $(let result = crate::ffi::entry::ending(module, $session, $kind, result);)?
+                result
             })
         }
     )*};

@@ -24,6 +24,21 @@ pub enum Output {
     Data(Zeroizing<Vec<u8>>),
 }
 
+/// A kind of operation a session can have active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperationKind {
+    /// C_Encrypt*.
+    Encrypt,
+    /// C_Decrypt*.
+    Decrypt,
+    /// C_Digest*.
+    Digest,
+    /// C_Sign*.
+    Sign,
+    /// C_Verify*.
+    Verify,
+}
+
 /// Which part of a multi-part sequence a call is.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -169,6 +184,25 @@ impl Module {
             Error::ObjectHandleInvalid => invalid,
             other => other,
         })
+    }
+
+    /// End an operation after an error the C shell found before the core ran (a NULL
+    /// buffer with a length, a NULL length pointer): PKCS#11 3.0 §5.2 ends an operation on
+    /// any error but a short buffer. A session that is gone has nothing to end.
+    pub fn end_operation(&self, handle: CK_SESSION_HANDLE, kind: OperationKind) {
+        let Ok(session) = self.session(handle) else {
+            return;
+        };
+        let Ok(mut operations) = session.operations() else {
+            return;
+        };
+        match kind {
+            OperationKind::Encrypt => operations.encrypt = None,
+            OperationKind::Decrypt => operations.decrypt = None,
+            OperationKind::Digest => operations.digest = None,
+            OperationKind::Sign => operations.sign = None,
+            OperationKind::Verify => operations.verify = None,
+        }
     }
 
     /// C_EncryptInit / C_DecryptInit.

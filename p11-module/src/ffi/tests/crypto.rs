@@ -2859,3 +2859,57 @@ fn every_advertised_function_works_at_both_key_size_limits_and_nothing_else_star
         }
     }
 }
+
+#[test]
+#[serial]
+fn an_argument_error_ends_the_operation_like_any_other_error() {
+    let _fixture = Fixture::new();
+    let session = user_session(user_token());
+    let key = create(session, &aes_key(&[0x24; 16])).unwrap();
+    let f = functions();
+    let mut mechanism = CK_MECHANISM {
+        mechanism: CKM_AES_ECB,
+        pParameter: null_mut(),
+        ulParameterLen: 0,
+    };
+    let data = [0u8; 16];
+    let mut out = [0u8; 16];
+    let mut out_len: CK_ULONG = 16;
+    for refused in ["NULL data with a length", "NULL length word"] {
+        // SAFETY: the mechanism is valid for the call.
+        assert_eq!(
+            unsafe { (f.C_EncryptInit.unwrap())(session, &mut mechanism, key) },
+            CKR_OK
+        );
+        // SAFETY: the module refuses the NULL pointer before reading or writing through it.
+        let rv = unsafe {
+            match refused {
+                "NULL data with a length" => {
+                    (f.C_Encrypt.unwrap())(session, null_mut(), 16, out.as_mut_ptr(), &mut out_len)
+                }
+                _ => (f.C_Encrypt.unwrap())(
+                    session,
+                    data.as_ptr().cast_mut(),
+                    16,
+                    out.as_mut_ptr(),
+                    null_mut(),
+                ),
+            }
+        };
+        assert_eq!(rv, CKR_ARGUMENTS_BAD, "{refused}");
+        // SAFETY: valid buffers of the stated lengths.
+        let rv = unsafe {
+            (f.C_Encrypt.unwrap())(
+                session,
+                data.as_ptr().cast_mut(),
+                16,
+                out.as_mut_ptr(),
+                &mut out_len,
+            )
+        };
+        assert_eq!(
+            rv, CKR_OPERATION_NOT_INITIALIZED,
+            "{refused}: the operation ended"
+        );
+    }
+}
