@@ -2877,10 +2877,8 @@ fn an_argument_error_ends_the_operation_like_any_other_error() {
     let mut out_len: CK_ULONG = 16;
     for refused in ["NULL data with a length", "NULL length word"] {
         // SAFETY: the mechanism is valid for the call.
-        assert_eq!(
-            unsafe { (f.C_EncryptInit.unwrap())(session, &mut mechanism, key) },
-            CKR_OK
-        );
+        let rv = unsafe { (f.C_EncryptInit.unwrap())(session, &mut mechanism, key) };
+        assert_eq!(rv, CKR_OK);
         // SAFETY: the module refuses the NULL pointer before reading or writing through it.
         let rv = unsafe {
             match refused {
