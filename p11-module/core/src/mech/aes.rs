@@ -41,7 +41,7 @@ fn unwrap_with(mut cipher: Box<dyn Cipher>, blob: &[u8]) -> Result<Zeroizing<Vec
     };
     cipher.output_len(blob.len(), true).map_err(wrapped_error)?;
     let mut out = cipher.update(blob).map_err(wrapped_error)?;
-    out.extend_from_slice(&cipher.finish().map_err(wrapped_error)?);
+    crate::mech::extend_secret(&mut out, &cipher.finish().map_err(wrapped_error)?);
     Ok(out)
 }
 
@@ -188,7 +188,7 @@ impl Mechanism for EncryptData {
         }
         let mut cipher = cipher::BlockMode::new(base, Direction::Encrypt, iv, false)?;
         let mut out = cipher.update(data)?;
-        out.extend_from_slice(&cipher.finish()?);
+        crate::mech::extend_secret(&mut out, &cipher.finish()?);
         Ok(out)
     }
 }

@@ -14,6 +14,7 @@ use subtle::{ConstantTimeEq, ConstantTimeGreater, ConstantTimeLess};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::mech::extend_secret;
 use crate::mech::params::Parameter;
 
 const BLOCK: usize = 16;
@@ -224,7 +225,7 @@ impl Cipher for BlockMode {
     }
 
     fn update(&mut self, input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        self.pending.extend_from_slice(input);
+        extend_secret(&mut self.pending, input);
         let ready = self.pending.len() - self.held(self.pending.len());
         let rest = Zeroizing::new(self.pending[ready..].to_vec());
         let mut out = std::mem::replace(&mut self.pending, rest);
@@ -239,8 +240,7 @@ impl Cipher for BlockMode {
             (false, _) if last.is_empty() => Ok(last),
             (true, Direction::Encrypt) => {
                 let pad = BLOCK - last.len() % BLOCK;
-                let padded_len = last.len() + pad;
-                last.resize(padded_len, pad as u8);
+                extend_secret(&mut last, &[pad as u8; BLOCK][..pad]);
                 self.run(&mut last);
                 Ok(last)
             }
@@ -536,7 +536,7 @@ impl Cipher for Gcm {
 
     fn update(&mut self, input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         self.output_len(input.len(), false)?;
-        self.data.extend_from_slice(input);
+        extend_secret(&mut self.data, input);
         Ok(Zeroizing::new(Vec::new()))
     }
 
@@ -545,7 +545,7 @@ impl Cipher for Gcm {
         match self.direction {
             Direction::Encrypt => {
                 let tag = self.seal(&mut data)?;
-                data.extend_from_slice(&tag);
+                extend_secret(&mut data, &tag);
                 Ok(data)
             }
             Direction::Decrypt => {

@@ -351,6 +351,19 @@ pub fn lookup_for(kind: CK_MECHANISM_TYPE, flag: CK_FLAGS) -> Result<&'static dy
     Ok(mechanism)
 }
 
+/// Append to a secret buffer without leaving a copy behind: when the buffer must grow,
+/// the bytes move to a new allocation and the old one is wiped as it drops (a plain
+/// `Vec` reallocation would free it unwiped).
+pub fn extend_secret(buffer: &mut Zeroizing<Vec<u8>>, more: &[u8]) {
+    let needed = buffer.len() + more.len();
+    if needed > buffer.capacity() {
+        let mut grown = Zeroizing::new(Vec::with_capacity(needed.max(2 * buffer.capacity())));
+        grown.extend_from_slice(buffer);
+        *buffer = grown;
+    }
+    buffer.extend_from_slice(more);
+}
+
 /// Fill `out` from the operating system's CSPRNG.
 pub fn random(out: &mut [u8]) -> Result<()> {
     getrandom::fill(out).map_err(|err| Error::General(format!("random source: {err}")))

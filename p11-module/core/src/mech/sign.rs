@@ -53,7 +53,7 @@ impl Input {
                 if data.len() + more.len() > *limit {
                     return Err(Error::DataLenRange);
                 }
-                data.extend_from_slice(more);
+                crate::mech::extend_secret(data, more);
             }
         }
         Ok(())

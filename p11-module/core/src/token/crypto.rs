@@ -133,7 +133,7 @@ fn run_cipher(
             cipher.update(input)?
         };
         if finishing {
-            out.extend_from_slice(&cipher.finish()?);
+            mech::extend_secret(&mut out, &cipher.finish()?);
         }
         Ok(out)
     };
