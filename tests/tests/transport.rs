@@ -404,8 +404,23 @@ fn hostile_oaep_and_ecdh_inputs_get_exact_codes() {
         PkcsMgfType::MGF1_SHA1,
         PkcsOaepSource::empty(),
     );
+    // SHA-256 with MGF1-SHA1 (Java's OAEPWithSHA-256AndMGF1Padding) round-trips.
+    let mixed_ciphertext = session
+        .encrypt(&Mechanism::RsaPkcsOaep(mixed), public, b"java")
+        .unwrap();
     assert_eq!(
-        keyferry_tests::rv(session.encrypt(&Mechanism::RsaPkcsOaep(mixed), public, b"x")),
+        session
+            .decrypt(&Mechanism::RsaPkcsOaep(mixed), private, &mixed_ciphertext)
+            .unwrap(),
+        b"java"
+    );
+    let not_a_hash = PkcsOaepParams::new(
+        MechanismType::AES_ECB,
+        PkcsMgfType::MGF1_SHA1,
+        PkcsOaepSource::empty(),
+    );
+    assert_eq!(
+        keyferry_tests::rv(session.encrypt(&Mechanism::RsaPkcsOaep(not_a_hash), public, b"x")),
         cryptoki::error::RvError::MechanismParamInvalid
     );
     let ciphertext = session

@@ -307,8 +307,8 @@ impl Mechanism for PssSignature {
     }
 }
 
-/// CKM_RSA_PKCS_OAEP: encryption with the parameter's hash for OAEP and MGF1 (they must
-/// agree) and label.
+/// CKM_RSA_PKCS_OAEP: encryption with the parameter's hash for OAEP, its own hash for
+/// MGF1 (Java's default pairs SHA-256 with MGF1-SHA1), and label.
 pub struct OaepEncryption;
 
 impl Mechanism for OaepEncryption {
@@ -357,10 +357,8 @@ impl Mechanism for OaepEncryption {
             return Err(Error::MechanismParamInvalid);
         };
         let hash = algorithm(*hash, false).ok_or(Error::MechanismParamInvalid)?;
-        if algorithm(*mgf, true) != Some(hash) {
-            return Err(Error::MechanismParamInvalid);
-        }
-        RsaCipher::boxed(key, direction, Padding::Oaep(hash, label.clone()))
+        let mgf = algorithm(*mgf, true).ok_or(Error::MechanismParamInvalid)?;
+        RsaCipher::boxed(key, direction, Padding::Oaep(hash, mgf, label.clone()))
     }
 }
 
@@ -368,7 +366,8 @@ impl Mechanism for OaepEncryption {
 #[derive(Clone)]
 enum Padding {
     Pkcs1,
-    Oaep(Algorithm, Vec<u8>),
+    /// The OAEP hash, the MGF1 hash and the label.
+    Oaep(Algorithm, Algorithm, Vec<u8>),
 }
 
 /// An RSA encryption or decryption: input gathered, processed at the end (one block).
@@ -402,7 +401,7 @@ impl RsaCipher {
     fn message_limit(&self) -> usize {
         match &self.padding {
             Padding::Pkcs1 => self.len.saturating_sub(PKCS1_OVERHEAD),
-            Padding::Oaep(hash, _) => self.len.saturating_sub(2 * hash.output_len() + 2),
+            Padding::Oaep(hash, _, _) => self.len.saturating_sub(2 * hash.output_len() + 2),
         }
     }
 }
@@ -423,7 +422,7 @@ impl Cipher for RsaCipher {
 
     fn update(&mut self, input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         self.output_len(input.len(), false)?;
-        self.data.extend_from_slice(input);
+        crate::mech::extend_secret(&mut self.data, input);
         Ok(Zeroizing::new(Vec::new()))
     }
 
@@ -433,20 +432,23 @@ impl Cipher for RsaCipher {
         let rng = &mut getrandom::SysRng;
         match (&self.key, &self.padding) {
             (RsaKey::Public(key), Padding::Pkcs1) => key.encrypt(rng, rsa::Pkcs1v15Encrypt, &data),
-            (RsaKey::Public(key), Padding::Oaep(hash, label)) => {
-                with_digest!(*hash, |D| key.encrypt(
-                    rng,
-                    rsa::Oaep::<D>::new_with_label(label.clone()),
-                    &data
-                ))
-            }
+            (RsaKey::Public(key), Padding::Oaep(hash, mgf, label)) => with_digest!(*hash, |D| {
+                with_digest!(*mgf, |M| {
+                    let padding = rsa::Oaep::<D, M>::new_with_mgf_hash_and_label(label.clone());
+                    key.encrypt(rng, padding, &data)
+                })
+            }),
             // One error for every failure, so the code tells nothing of the padding.
             (RsaKey::Private(key), Padding::Pkcs1) => key
                 .decrypt_blinded(rng, rsa::Pkcs1v15Encrypt, &data)
                 .map_err(|_| rsa::Error::Decryption),
-            (RsaKey::Private(key), Padding::Oaep(hash, label)) => with_digest!(*hash, |D| key
-                .decrypt_blinded(rng, rsa::Oaep::<D>::new_with_label(label.clone()), &data)
-                .map_err(|_| rsa::Error::Decryption)),
+            (RsaKey::Private(key), Padding::Oaep(hash, mgf, label)) => with_digest!(*hash, |D| {
+                with_digest!(*mgf, |M| {
+                    let padding = rsa::Oaep::<D, M>::new_with_mgf_hash_and_label(label.clone());
+                    key.decrypt_blinded(rng, padding, &data)
+                        .map_err(|_| rsa::Error::Decryption)
+                })
+            }),
         }
         .map(Zeroizing::new)
         .map_err(|_| match self.direction {
