@@ -1,0 +1,161 @@
+//! The command line, as clap derive types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::transport::KekAgreement;
+
+/// keyferry moves root keys (KEKs) and data keys between PKCS#11 token slots — keyferry,
+/// SoftHSMv2 or any other module — proves every key arrived intact, and resumes after a crash.
+///
+/// Tokens are named by PKCS#11 URI (RFC 7512), e.g.
+/// pkcs11:token=prod?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:pin.txt
+/// A URI without module-path uses libkeyferry_pkcs11.so beside this executable (or
+/// $KEYFERRY_MODULE). PINs come from pin-source=file:PATH, KEYFERRY_FROM_PIN /
+/// KEYFERRY_TO_PIN / KEYFERRY_PIN, or a prompt on a terminal; never from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "keyferry", version, after_help = crate::exit_code::HELP)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the slots and tokens of a module.
+    Slots(SlotsArgs),
+    /// List every object of a token with class, type, size, label, id, usage and a check value.
+    Inventory(InventoryArgs),
+    /// Probe both tokens, choose the transport and say what would happen to each object.
+    /// Writes nothing (only throwaway session objects).
+    Plan(PairArgs),
+    /// Carry out the plan: move, verify, journal every step, report.
+    Migrate(MigrateArgs),
+    /// Compare source and destination key by key.
+    Verify(PairArgs),
+    /// Two throwaway keyferry tokens, sample root and data keys, then plan → migrate → verify.
+    Demo(DemoArgs),
+    /// Sets up the demo's tokens (run by `keyferry demo` with the demo's environment).
+    #[command(hide = true)]
+    DemoSetup(DemoSetupArgs),
+}
+
+/// `keyferry slots`.
+#[derive(Debug, Args)]
+pub struct SlotsArgs {
+    /// The PKCS#11 module (default: libkeyferry_pkcs11.so beside keyferry, or $KEYFERRY_MODULE).
+    #[arg(long, value_name = "PATH")]
+    pub module: Option<PathBuf>,
+    /// JSON Lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keyferry inventory`.
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// The token (PKCS#11 URI); object=, id= and type= narrow the listing. PIN: KEYFERRY_PIN.
+    #[arg(value_name = "URI")]
+    pub uri: String,
+    /// Only objects matching: label=GLOB, id=HEX, class=secret|private|public|cert|data, or a
+    /// label GLOB (repeatable; any match selects).
+    #[arg(long, value_name = "PATTERN")]
+    pub select: Vec<String>,
+    /// JSON Lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How a token is named: a URI, or flags that build one.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Endpoints {
+    /// Source token (PKCS#11 URI). PIN: pin-source=, KEYFERRY_FROM_PIN, or a prompt.
+    #[arg(long, value_name = "URI")]
+    pub from: Option<String>,
+    /// Source module (instead of, or on top of, module-path= in --from).
+    #[arg(long, value_name = "PATH")]
+    pub from_module: Option<PathBuf>,
+    /// Source token label.
+    #[arg(long, value_name = "LABEL")]
+    pub from_token: Option<String>,
+    /// Source token serial number.
+    #[arg(long, value_name = "SERIAL")]
+    pub from_serial: Option<String>,
+    /// Destination token (PKCS#11 URI). PIN: pin-source=, KEYFERRY_TO_PIN, or a prompt.
+    #[arg(long, value_name = "URI")]
+    pub to: Option<String>,
+    /// Destination module.
+    #[arg(long, value_name = "PATH")]
+    pub to_module: Option<PathBuf>,
+    /// Destination token label.
+    #[arg(long, value_name = "LABEL")]
+    pub to_token: Option<String>,
+    /// Destination token serial number.
+    #[arg(long, value_name = "SERIAL")]
+    pub to_serial: Option<String>,
+}
+
+/// `keyferry plan` and `keyferry verify`.
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    /// The two tokens.
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    /// Only objects matching: label=GLOB, id=HEX, class=secret|private|public|cert|data, or a
+    /// label GLOB (repeatable; any match selects).
+    #[arg(long, value_name = "PATTERN")]
+    pub select: Vec<String>,
+    /// Use only this KEK agreement (default: the best both tokens support).
+    #[arg(long, value_enum)]
+    pub transport: Option<KekAgreement>,
+    /// Show token profiles, attribute matrices and proofs.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// JSON Lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keyferry migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Tokens, selection, transport and output, as for plan.
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// The journal file (default: keyferry-RUN.journal in the current directory).
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+    /// Finish an interrupted run: its journal gives the tokens and selection.
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<String>,
+    /// Stop at the first object that fails (default: go on and report).
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Print the report a real run would, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `keyferry demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Use a SoftHSMv2 token as the source (needs the softhsm2 package).
+    #[arg(long)]
+    pub softhsm: bool,
+    /// Keep the demo directory (tokens, PIN files, journal) instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// `keyferry demo-setup`.
+#[derive(Debug, Args)]
+pub struct DemoSetupArgs {
+    /// The demo directory.
+    pub dir: PathBuf,
+    /// The source is SoftHSMv2.
+    #[arg(long)]
+    pub softhsm: bool,
+}

@@ -1,0 +1,617 @@
+//! `keyferry`: moves root and data keys between PKCS#11 token slots, proves each arrived,
+//! resumes after a crash. One function per command; errors print with a hint.
+
+mod check;
+mod cli;
+mod demo;
+mod error;
+mod exit_code;
+mod inventory;
+mod journal;
+mod migrate;
+mod names;
+mod p11raw;
+mod pin;
+mod plan;
+mod report;
+mod samples;
+mod token;
+mod transport;
+mod uri;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, Endpoints, InventoryArgs, MigrateArgs, PairArgs, SlotsArgs};
+use crate::error::MigrateError;
+use crate::journal::{Journal, RunHeader};
+use crate::plan::{Action, Plan, Selection};
+use crate::report::ObjectReport;
+use crate::token::{Modules, Token};
+use crate::transport::{KekAgreement, Profile};
+use crate::uri::TokenUri;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Slots(args) => slots(&args),
+        Command::Inventory(args) => inventory(&args),
+        Command::Plan(args) => plan_command(&args),
+        Command::Migrate(args) => migrate_command(&args),
+        Command::Verify(args) => verify_command(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::DemoSetup(args) => demo::setup(&args),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err}");
+            if let Some(hint) = err.hint() {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn parse_uri(who: &str, text: &str) -> Result<TokenUri, MigrateError> {
+    text.parse().map_err(|source| MigrateError::Uri {
+        who: who.to_owned(),
+        source,
+    })
+}
+
+/// The URI for one side from `--from`/`--to` and the flags that refine it.
+fn endpoint(
+    who: &str,
+    uri: Option<&str>,
+    module: Option<&PathBuf>,
+    label: Option<&String>,
+    serial: Option<&String>,
+) -> Result<TokenUri, MigrateError> {
+    let mut parsed = match uri {
+        Some(text) => parse_uri(who, text)?,
+        None if module.is_some() || label.is_some() || serial.is_some() => TokenUri::default(),
+        None => {
+            return Err(MigrateError::Usage(format!(
+                "{who} is missing: give a token URI (or {who}-token / {who}-module)"
+            )));
+        }
+    };
+    if let Some(module) = module {
+        parsed.module_path = Some(module.clone());
+    }
+    if let Some(label) = label {
+        parsed.token = Some(label.clone());
+    }
+    if let Some(serial) = serial {
+        parsed.serial = Some(serial.clone());
+    }
+    Ok(parsed)
+}
+
+fn endpoints(endpoints: &Endpoints) -> Result<(TokenUri, TokenUri), MigrateError> {
+    let from = endpoint(
+        "--from",
+        endpoints.from.as_deref(),
+        endpoints.from_module.as_ref(),
+        endpoints.from_token.as_ref(),
+        endpoints.from_serial.as_ref(),
+    )?;
+    let to = endpoint(
+        "--to",
+        endpoints.to.as_deref(),
+        endpoints.to_module.as_ref(),
+        endpoints.to_token.as_ref(),
+        endpoints.to_serial.as_ref(),
+    )?;
+    Ok((from, to))
+}
+
+fn open_pair(
+    modules: &mut Modules,
+    from: &TokenUri,
+    to: &TokenUri,
+) -> Result<(Token, Token), MigrateError> {
+    let source = token::open(
+        modules,
+        "--from",
+        &from.without_object(),
+        "KEYFERRY_FROM_PIN",
+    )?;
+    let source = Token {
+        uri: from.clone(),
+        ..source
+    };
+    let destination = token::open(modules, "--to", &to.without_object(), "KEYFERRY_TO_PIN")?;
+    if source.module.path == destination.module.path && source.slot == destination.slot {
+        return Err(MigrateError::Usage(format!(
+            "--from and --to name the same token, {}",
+            source.describe()
+        )));
+    }
+    Ok((source, destination))
+}
+
+fn slots(args: &SlotsArgs) -> Result<u8, MigrateError> {
+    let uri = TokenUri {
+        module_path: args.module.clone(),
+        ..TokenUri::default()
+    };
+    let mut modules = Modules::default();
+    let module = modules.open(&token::module_path(&uri)?)?;
+    let slots = module
+        .pkcs11
+        .get_all_slots()
+        .map_err(|err| MigrateError::pkcs11("C_GetSlotList", &err))?;
+    let mut out = std::io::stdout().lock();
+    let mut rows = Vec::new();
+    for slot in slots {
+        let info = module
+            .pkcs11
+            .get_slot_info(slot)
+            .map_err(|err| MigrateError::pkcs11("C_GetSlotInfo", &err))?;
+        let facts = if info.token_present() {
+            Some(token::facts(&module, slot)?)
+        } else {
+            None
+        };
+        let initialized = facts.is_some()
+            && module
+                .pkcs11
+                .get_token_info(slot)
+                .map(|token| token.token_initialized())
+                .unwrap_or(false);
+        rows.push((
+            slot.id(),
+            info.slot_description().trim().to_owned(),
+            facts,
+            initialized,
+        ));
+    }
+    for (slot_id, description, facts, initialized) in &rows {
+        if args.json {
+            let line = serde_json::json!({"type": "slot", "data": {
+                "slot_id": slot_id, "description": description, "initialized": initialized, "token": facts,
+            }});
+            writeln!(out, "{line}").map_err(stdout_error)?;
+        } else {
+            match facts {
+                Some(facts) if *initialized => writeln!(
+                    out,
+                    "slot {slot_id}: token \"{}\" ({}, model {}, serial {})",
+                    facts.label, facts.manufacturer, facts.model, facts.serial
+                ),
+                Some(_) => writeln!(out, "slot {slot_id}: uninitialised token ({description})"),
+                None => writeln!(out, "slot {slot_id}: no token ({description})"),
+            }
+            .map_err(stdout_error)?;
+        }
+    }
+    Ok(exit_code::DONE)
+}
+
+fn stdout_error(err: std::io::Error) -> MigrateError {
+    MigrateError::Usage(format!("writing to stdout: {err}"))
+}
+
+fn inventory(args: &InventoryArgs) -> Result<u8, MigrateError> {
+    let uri = parse_uri("the token", &args.uri)?;
+    let selection = Selection::new(&args.select)?;
+    let mut modules = Modules::default();
+    let opened = token::open(
+        &mut modules,
+        "the token",
+        &uri.without_object(),
+        "KEYFERRY_PIN",
+    )?;
+    let opened = Token { uri, ..opened };
+    let objects = plan::selected(&opened, &selection)?;
+    let mut out = std::io::stdout().lock();
+    let mut rows = Vec::new();
+    for object in &objects {
+        let kcv = check::compute(&opened, &opened.session, object);
+        let flags = [
+            (cryptoki_sys::CKA_SENSITIVE, "sensitive"),
+            (cryptoki_sys::CKA_EXTRACTABLE, "extractable"),
+            (cryptoki_sys::CKA_TRUSTED, "trusted"),
+            (cryptoki_sys::CKA_WRAP_WITH_TRUSTED, "wrap-with-trusted"),
+            (cryptoki_sys::CKA_PRIVATE, "private"),
+        ]
+        .into_iter()
+        .filter(|&(kind, _)| object.flag(kind) == Some(true))
+        .map(|(_, name)| name)
+        .collect::<Vec<_>>();
+        if args.json {
+            let line = serde_json::json!({"type": "object", "data": {
+                "class": names::class(object.class),
+                "key_type": object.key_type().map(names::key_type),
+                "bits": object.bits(),
+                "label": object.label(),
+                "id": hex::encode(object.id()),
+                "usage": object.usage(),
+                "flags": flags,
+                "kcv": kcv.as_ref().ok().map(ToString::to_string),
+                "kcv_unavailable": kcv.as_ref().err(),
+                "token_check_value": object.bytes(cryptoki_sys::CKA_CHECK_VALUE).map(hex::encode),
+                "unique_id": object.bytes(cryptoki_sys::CKA_UNIQUE_ID).map(|b| String::from_utf8_lossy(b).into_owned()),
+            }});
+            writeln!(out, "{line}").map_err(stdout_error)?;
+        } else {
+            rows.push([
+                names::class(object.class),
+                object.kind(),
+                object
+                    .bits()
+                    .map(|bits| bits.to_string())
+                    .unwrap_or_else(|| "-".to_owned()),
+                object.label(),
+                if object.id().is_empty() {
+                    "-".to_owned()
+                } else {
+                    hex::encode(object.id())
+                },
+                object.usage().join(","),
+                flags.join(","),
+                kcv.map(|kcv| kcv.to_string())
+                    .unwrap_or_else(|_| "-".to_owned()),
+            ]);
+        }
+    }
+    if !args.json {
+        let header = [
+            "CLASS",
+            "TYPE",
+            "BITS",
+            "LABEL",
+            "ID",
+            "USAGE",
+            "FLAGS",
+            "CHECK VALUE",
+        ]
+        .map(str::to_owned);
+        let widths: Vec<usize> = (0..header.len())
+            .map(|column| {
+                rows.iter()
+                    .chain([&header])
+                    .map(|row| row[column].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in [&header].into_iter().chain(rows.iter()) {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect();
+            writeln!(out, "{}", cells.join("  ").trim_end()).map_err(stdout_error)?;
+        }
+        writeln!(out, "\n{} objects on {}", objects.len(), opened.describe())
+            .map_err(stdout_error)?;
+    }
+    Ok(exit_code::DONE)
+}
+
+/// Probes, negotiates and plans.
+fn make_plan(
+    source: &Token,
+    destination: &Token,
+    selection: &Selection,
+    args: &PairArgs,
+) -> Result<Plan, MigrateError> {
+    let objects = plan::selected(source, selection)?;
+    let deep = args.verbose
+        || matches!(
+            args.transport,
+            Some(KekAgreement::RsaAes | KekAgreement::RsaOaep)
+        );
+    let mut source_profile = transport::probe(source, &source.session, deep);
+    let mut destination_profile = transport::probe(destination, &destination.session, deep);
+    let mut transport = transport::negotiate(&source_profile, &destination_profile, args.transport);
+    if transport.is_err() && !deep {
+        source_profile = transport::probe(source, &source.session, true);
+        destination_profile = transport::probe(destination, &destination.session, true);
+        transport = transport::negotiate(&source_profile, &destination_profile, args.transport);
+    }
+    plan::plan(
+        source,
+        destination,
+        objects,
+        source_profile,
+        destination_profile,
+        transport,
+    )
+}
+
+fn print_plan_header(
+    out: &mut impl Write,
+    source: &Token,
+    destination: &Token,
+    plan: &Plan,
+    verbose: bool,
+) -> std::io::Result<()> {
+    writeln!(out, "from: {}", source.describe())?;
+    writeln!(out, "to:   {}", destination.describe())?;
+    match &plan.transport {
+        Ok(transport) => writeln!(
+            out,
+            "transport: {} — {}",
+            transport.describe(),
+            transport.reason
+        )?,
+        Err(why) => writeln!(out, "transport: none — {why}")?,
+    }
+    if verbose {
+        for (side, profile) in [
+            ("source", &plan.source_profile),
+            ("destination", &plan.destination_profile),
+        ] {
+            writeln!(out, "{side} profile: {}", profile_text(profile))?;
+        }
+    }
+    writeln!(out)
+}
+
+fn profile_text(profile: &Profile) -> String {
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "none".to_owned()
+        } else {
+            items.join(" ")
+        }
+    };
+    let mut text = format!(
+        "RFC 5649 {}{}; RFC 3394 {}; ECDH {}",
+        list(&profile.rfc5649),
+        if profile.rfc5649_zero_pads {
+            " (zero-pads to 64-bit blocks)"
+        } else {
+            ""
+        },
+        if profile.rfc3394 { "yes" } else { "no" },
+        list(&profile.ecdh_kdfs),
+    );
+    match &profile.oaep_hashes {
+        Some(hashes) => text.push_str(&format!("; OAEP {}", list(hashes))),
+        None => text.push_str("; OAEP not probed"),
+    }
+    match profile.rsa_aes {
+        Some(works) => text.push_str(&format!("; RSA-AES {}", if works { "yes" } else { "no" })),
+        None => text.push_str("; RSA-AES not probed"),
+    }
+    if !profile.refused_attributes.is_empty() {
+        let refused: Vec<String> = profile
+            .refused_attributes
+            .iter()
+            .map(|(name, rv)| format!("{name} ({rv})"))
+            .collect();
+        text.push_str(&format!(
+            "; refuses in unwrap templates: {}",
+            refused.join(", ")
+        ));
+    }
+    text
+}
+
+fn plan_json(source: &Token, destination: &Token, plan: &Plan) -> serde_json::Value {
+    serde_json::json!({"type": "plan", "data": {
+        "from": source.facts, "to": destination.facts,
+        "transport": plan.transport.as_ref().ok(),
+        "transport_error": plan.transport.as_ref().err(),
+        "profiles": {"source": plan.source_profile, "destination": plan.destination_profile},
+    }})
+}
+
+fn plan_exit_code(plan: &Plan) -> u8 {
+    if plan.count(Action::Refuse) + plan.count(Action::Conflict) > 0 {
+        exit_code::REFUSED
+    } else {
+        exit_code::DONE
+    }
+}
+
+fn plan_command(args: &PairArgs) -> Result<u8, MigrateError> {
+    let (from, to) = endpoints(&args.endpoints)?;
+    let selection = Selection::new(&args.select)?;
+    let mut modules = Modules::default();
+    let (source, destination) = open_pair(&mut modules, &from, &to)?;
+    let plan = make_plan(&source, &destination, &selection, args)?;
+    let reports: Vec<ObjectReport> = plan
+        .entries
+        .iter()
+        .map(|entry| ObjectReport::planned(entry, plan.transport.as_ref().ok()))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", plan_json(&source, &destination, &plan)).map_err(stdout_error)?;
+        report::write_json(
+            &mut out,
+            &plan_reports_as_actions(reports),
+            serde_json::json!({}),
+        )
+        .map_err(stdout_error)?;
+    } else {
+        print_plan_header(&mut out, &source, &destination, &plan, args.verbose)
+            .map_err(stdout_error)?;
+        report::write_table(&mut out, &plan_reports_as_actions(reports), args.verbose)
+            .map_err(stdout_error)?;
+    }
+    Ok(plan_exit_code(&plan))
+}
+
+/// In a plan the status column shows the action.
+fn plan_reports_as_actions(mut reports: Vec<ObjectReport>) -> Vec<ObjectReport> {
+    for report in &mut reports {
+        report.status = report.action.clone();
+    }
+    reports
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+fn migrate_command(args: &MigrateArgs) -> Result<u8, MigrateError> {
+    let pair = &args.pair;
+    let (run, journal_path, from, to, selection, resumed) = match &args.resume {
+        Some(run) => {
+            let path = args
+                .journal
+                .clone()
+                .unwrap_or_else(|| journal::default_path(run));
+            let recorded = journal::read(&path)?;
+            if recorded.header.run != *run {
+                return Err(MigrateError::Journal {
+                    path,
+                    reason: format!("it belongs to run {}, not {run}", recorded.header.run),
+                });
+            }
+            let from = parse_uri("--from", &recorded.header.from)?;
+            let to = parse_uri("--to", &recorded.header.to)?;
+            let selection = Selection::new(&recorded.header.select)?;
+            (run.clone(), path, from, to, selection, true)
+        }
+        None => {
+            let (from, to) = endpoints(&pair.endpoints)?;
+            let run = journal::new_run_id();
+            let path = args
+                .journal
+                .clone()
+                .unwrap_or_else(|| journal::default_path(&run));
+            (run, path, from, to, Selection::new(&pair.select)?, false)
+        }
+    };
+    let mut modules = Modules::default();
+    let (source, destination) = open_pair(&mut modules, &from, &to)?;
+    let plan = make_plan(&source, &destination, &selection, pair)?;
+    let mut out = std::io::stdout().lock();
+    if args.dry_run {
+        let reports: Vec<ObjectReport> = plan
+            .entries
+            .iter()
+            .map(|entry| ObjectReport::planned(entry, plan.transport.as_ref().ok()))
+            .collect();
+        return finish(
+            &mut out,
+            &source,
+            &destination,
+            &plan,
+            &reports,
+            pair,
+            serde_json::json!({"dry_run": true}),
+            None,
+        );
+    }
+    let (mut journal, done) = if resumed {
+        let (journal, recorded) = Journal::resume(&journal_path)?;
+        (journal, recorded.states)
+    } else {
+        let header = RunHeader {
+            run: run.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
+            select: selection.patterns().to_vec(),
+            transport: pair.transport.map(|agreement| format!("{agreement:?}")),
+            started: unix_now(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        (Journal::create(&journal_path, header)?, Default::default())
+    };
+    let reports = migrate::execute(
+        &source,
+        &destination,
+        &plan,
+        &mut journal,
+        &done,
+        migrate::Options {
+            fail_fast: args.fail_fast,
+        },
+    )?;
+    let counts = report::summary(&reports);
+    journal.append(&journal::Line::Finished {
+        summary: serde_json::to_value(&counts).unwrap_or_default(),
+    })?;
+    let extra = serde_json::json!({"run": run, "journal": journal.path()});
+    finish(
+        &mut out,
+        &source,
+        &destination,
+        &plan,
+        &reports,
+        pair,
+        extra,
+        Some(&run),
+    )
+}
+
+#[allow(clippy::too_many_arguments)] // one call site each in plan and migrate; a struct would only rename them
+fn finish(
+    out: &mut impl Write,
+    source: &Token,
+    destination: &Token,
+    plan: &Plan,
+    reports: &[ObjectReport],
+    pair: &PairArgs,
+    extra: serde_json::Value,
+    run: Option<&str>,
+) -> Result<u8, MigrateError> {
+    if pair.json {
+        writeln!(out, "{}", plan_json(source, destination, plan)).map_err(stdout_error)?;
+        report::write_json(out, reports, extra).map_err(stdout_error)?;
+    } else {
+        print_plan_header(out, source, destination, plan, pair.verbose).map_err(stdout_error)?;
+        report::write_table(out, reports, pair.verbose).map_err(stdout_error)?;
+        if let Some(run) = run {
+            writeln!(
+                out,
+                "run {run}; journal {}",
+                extra["journal"].as_str().unwrap_or("-")
+            )
+            .map_err(stdout_error)?;
+        }
+    }
+    let failed = reports
+        .iter()
+        .filter(|report| report.status == "failed")
+        .count();
+    Ok(if failed > 0 {
+        exit_code::SOME_FAILED
+    } else {
+        plan_exit_code(plan)
+    })
+}
+
+fn verify_command(args: &PairArgs) -> Result<u8, MigrateError> {
+    let (from, to) = endpoints(&args.endpoints)?;
+    let selection = Selection::new(&args.select)?;
+    let mut modules = Modules::default();
+    let (source, destination) = open_pair(&mut modules, &from, &to)?;
+    let objects = plan::selected(&source, &selection)?;
+    let reports = migrate::verify(&source, &destination, objects)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        report::write_json(&mut out, &reports, serde_json::json!({})).map_err(stdout_error)?;
+    } else {
+        writeln!(
+            out,
+            "from: {}\nto:   {}\n",
+            source.describe(),
+            destination.describe()
+        )
+        .map_err(stdout_error)?;
+        report::write_table(&mut out, &reports, args.verbose).map_err(stdout_error)?;
+    }
+    let all_verified = reports.iter().all(|report| report.status == "verified");
+    Ok(if all_verified {
+        exit_code::DONE
+    } else {
+        exit_code::SOME_FAILED
+    })
+}

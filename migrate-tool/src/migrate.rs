@@ -1,0 +1,343 @@
+//! Carrying out a plan: wrap on the source, unwrap on the destination, read back, verify,
+//! journal every step. Never writes to or deletes from the source.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+
+use cryptoki::object::ObjectHandle;
+use cryptoki_sys::*;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::error::MigrateError;
+use crate::inventory::{self, Object};
+use crate::journal::{Journal, Line, State};
+use crate::names;
+use crate::p11raw::RawAttribute;
+use crate::plan::{self, Action, Entry, Plan};
+use crate::report::ObjectReport;
+use crate::token::Token;
+use crate::transport::{Link, Profile};
+
+/// Return codes after which an unwrap or create is retried without optional attributes.
+const TEMPLATE_CODES: [CK_RV; 4] = [
+    CKR_ATTRIBUTE_TYPE_INVALID,
+    CKR_ATTRIBUTE_READ_ONLY,
+    CKR_ATTRIBUTE_VALUE_INVALID,
+    CKR_TEMPLATE_INCONSISTENT,
+];
+
+/// Attributes a destination may refuse without the key changing what it is.
+const OPTIONAL: [CK_ATTRIBUTE_TYPE; 11] = [
+    CKA_START_DATE,
+    CKA_END_DATE,
+    CKA_COPYABLE,
+    CKA_DESTROYABLE,
+    CKA_CERTIFICATE_CATEGORY,
+    CKA_ALLOWED_MECHANISMS,
+    CKA_WRAP_TEMPLATE,
+    CKA_UNWRAP_TEMPLATE,
+    CKA_DERIVE_TEMPLATE,
+    CKA_VALUE_LEN,
+    CKA_ALWAYS_AUTHENTICATE,
+];
+
+/// How a run behaves.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Stop at the first failed object.
+    pub fail_fast: bool,
+}
+
+/// A progress bar on stderr, drawn only on a terminal.
+pub fn progress(len: usize, message: &'static str) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(u64::try_from(len).unwrap_or(0)), target);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message);
+    bar
+}
+
+/// The template a destination object is created with.
+fn destination_template(entry: &Entry, destination_profile: &Profile) -> Vec<RawAttribute> {
+    let object = &entry.object;
+    let mut template = vec![
+        RawAttribute::ulong(CKA_CLASS, object.class),
+        RawAttribute::flag(CKA_TOKEN, true),
+    ];
+    template.extend(object.template().into_iter().filter(|attribute| {
+        !(object.class == CKO_SECRET_KEY && destination_profile.refuses(attribute.kind))
+    }));
+    if object.class == CKO_SECRET_KEY
+        && object.key_type() != Some(CKK_AES)
+        && !destination_profile.refuses(CKA_VALUE_LEN)
+        && let Some(len) = object.ulong(CKA_VALUE_LEN)
+    {
+        // Lets a destination trim the zero padding SoftHSMv2's RFC 5649 adds.
+        template.push(RawAttribute::ulong(CKA_VALUE_LEN, len));
+    }
+    template
+}
+
+/// Creates the destination object, retrying without each optional attribute the token refuses.
+fn create(
+    template: Vec<RawAttribute>,
+    mut attempt: impl FnMut(&[RawAttribute]) -> Result<ObjectHandle, crate::p11raw::RawError>,
+) -> Result<ObjectHandle, String> {
+    let first = match attempt(&template) {
+        Ok(handle) => return Ok(handle),
+        Err(err) if TEMPLATE_CODES.contains(&err.rv) => err,
+        Err(err) => return Err(err.to_string()),
+    };
+    let mut current = template;
+    for optional in OPTIONAL {
+        if !current.iter().any(|attribute| attribute.kind == optional) {
+            continue;
+        }
+        let without: Vec<RawAttribute> = current
+            .iter()
+            .filter(|attribute| attribute.kind != optional)
+            .cloned()
+            .collect();
+        match attempt(&without) {
+            Ok(handle) => return Ok(handle),
+            Err(err) if TEMPLATE_CODES.contains(&err.rv) => current = without,
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+    Err(first.to_string())
+}
+
+fn unique_id(object: &Object) -> Option<String> {
+    object
+        .bytes(CKA_UNIQUE_ID)
+        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// Runs the plan; `done` holds the objects an earlier, interrupted run finished.
+pub fn execute(
+    source: &Token,
+    destination: &Token,
+    plan: &Plan,
+    journal: &mut Journal,
+    done: &HashMap<String, State>,
+    options: Options,
+) -> Result<Vec<ObjectReport>, MigrateError> {
+    let planned: Vec<&Entry> = plan
+        .entries
+        .iter()
+        .filter(|entry| matches!(entry.action, Action::Move | Action::Copy))
+        .collect();
+    for entry in &planned {
+        let key = entry.identity.key();
+        if !done.contains_key(&key) {
+            journal.step(&key, &entry.identity.describe(), State::Planned)?;
+        }
+    }
+    let needs_link = planned.iter().any(|entry| entry.action == Action::Move);
+    let link = match (&plan.transport, needs_link) {
+        (Ok(transport), true) => Some(
+            Link::establish(source, destination, transport.clone()).map_err(|reason| {
+                MigrateError::Pkcs11 {
+                    context: format!("agreeing a transport key ({})", transport.describe()),
+                    reason,
+                }
+            })?,
+        ),
+        _ => None,
+    };
+    if let Ok(transport) = &plan.transport {
+        journal.append(&Line::Transport {
+            transport: serde_json::to_value(transport).unwrap_or_default(),
+            profiles: serde_json::json!({"source": plan.source_profile, "destination": plan.destination_profile}),
+        })?;
+    }
+    let bar = progress(plan.entries.len(), "migrating");
+    let mut reports = Vec::with_capacity(plan.entries.len());
+    let mut stop = false;
+    for entry in &plan.entries {
+        bar.inc(1);
+        let mut report = ObjectReport::planned(entry, plan.transport.as_ref().ok());
+        if stop {
+            report.status = "not-attempted".to_owned();
+            reports.push(report);
+            continue;
+        }
+        let key = entry.identity.key();
+        match entry.action {
+            Action::Skip => {
+                report.status = if done
+                    .get(&key)
+                    .is_some_and(|state| *state >= State::Verified)
+                {
+                    "done-earlier".to_owned()
+                } else {
+                    "present".to_owned()
+                };
+                if !done.contains_key(&key) {
+                    journal.step(&key, &entry.identity.describe(), State::Present)?;
+                }
+            }
+            Action::Conflict => report.status = "conflict".to_owned(),
+            Action::Refuse => report.status = "refused".to_owned(),
+            Action::Move | Action::Copy => {
+                match carry(
+                    source,
+                    destination,
+                    entry,
+                    link.as_ref(),
+                    &plan.destination_profile,
+                    journal,
+                ) {
+                    Ok((proof, there)) => {
+                        report.status = if entry.action == Action::Move {
+                            "moved"
+                        } else {
+                            "copied"
+                        }
+                        .to_owned();
+                        report.proof = Some(proof.clone());
+                        report.attributes = plan::actual(&entry.object, &there);
+                        report.destination_unique_id = unique_id(&there);
+                        journal.append(&Line::Step {
+                            key: key.clone(),
+                            object: entry.identity.describe(),
+                            state: State::Verified,
+                            proof: Some(proof),
+                            destination_unique_id: report.destination_unique_id.clone(),
+                            error: None,
+                        })?;
+                    }
+                    Err(error) => {
+                        report.status = "failed".to_owned();
+                        report.error = Some(error.clone());
+                        journal.append(&Line::Step {
+                            key: key.clone(),
+                            object: entry.identity.describe(),
+                            state: State::Failed,
+                            proof: None,
+                            destination_unique_id: None,
+                            error: Some(error),
+                        })?;
+                        stop = options.fail_fast;
+                    }
+                }
+            }
+        }
+        reports.push(report);
+    }
+    bar.finish_and_clear();
+    drop(link);
+    Ok(reports)
+}
+
+/// Moves or copies one object and proves it arrived; on a failed proof the new object goes.
+fn carry(
+    source: &Token,
+    destination: &Token,
+    entry: &Entry,
+    link: Option<&Link>,
+    destination_profile: &Profile,
+    journal: &mut Journal,
+) -> Result<(String, Object), String> {
+    let key = entry.identity.key();
+    let describe = entry.identity.describe();
+    let template = destination_template(entry, destination_profile);
+    let raw = &destination.module.raw;
+    let handle = if entry.action == Action::Move {
+        let link = link.ok_or("no transport key")?;
+        let blob = link
+            .wrap(&entry.object)
+            .map_err(|err| format!("wrapping on the source: {err}"))?;
+        journal
+            .step(&key, &describe, State::Wrapped)
+            .map_err(|err| err.to_string())?;
+        create(template, |template| link.unwrap(&blob, template))
+            .map_err(|err| format!("unwrapping on the destination: {err}"))?
+    } else {
+        create(template, |template| {
+            raw.create_object(&destination.session, template)
+        })
+        .map_err(|err| format!("creating on the destination: {err}"))?
+    };
+    journal
+        .step(&key, &describe, State::Unwrapped)
+        .map_err(|err| err.to_string())?;
+    let verified = inventory::read(destination, handle)
+        .map_err(|err| err.to_string())
+        .and_then(|there| {
+            let proof = if entry.object.class == CKO_PRIVATE_KEY {
+                plan::verify_private(source, destination, &entry.object, &there)
+            } else {
+                plan::same_value(
+                    source,
+                    destination,
+                    &entry.object,
+                    entry.kcv.as_ref(),
+                    &there,
+                )
+            };
+            proof.map(|proof| (proof, there))
+        });
+    match verified {
+        Ok(done) => Ok(done),
+        Err(why) => {
+            let removed = match destination.session.destroy_object(handle) {
+                Ok(()) => "the destination copy was removed".to_owned(),
+                Err(err) => format!(
+                    "removing the destination copy failed too: {}",
+                    names::cryptoki_error(&err)
+                ),
+            };
+            Err(format!("verification failed: {why}; {removed}"))
+        }
+    }
+}
+
+/// `keyferry verify`: each selected source object against its destination copy.
+pub fn verify(
+    source: &Token,
+    destination: &Token,
+    objects: Vec<Object>,
+) -> Result<Vec<ObjectReport>, MigrateError> {
+    let bar = progress(objects.len(), "verifying");
+    let mut reports = Vec::with_capacity(objects.len());
+    for object in objects {
+        bar.inc(1);
+        let identity = object.identity();
+        let kcv = crate::check::compute(source, &source.session, &object).ok();
+        let mut report = ObjectReport::of(&object, "verify");
+        report.kcv = kcv.as_ref().map(ToString::to_string);
+        let existing = inventory::find(destination, &identity)?;
+        match existing.as_slice() {
+            [] => {
+                report.status = "missing".to_owned();
+                report.reason = Some("not on the destination".to_owned());
+            }
+            [there] => match plan::same_value(source, destination, &object, kcv.as_ref(), there) {
+                Ok(proof) => {
+                    report.status = "verified".to_owned();
+                    report.proof = Some(proof);
+                    report.attributes = plan::actual(&object, there);
+                    report.destination_unique_id = unique_id(there);
+                }
+                Err(why) => {
+                    report.status = "mismatch".to_owned();
+                    report.reason = Some(why);
+                }
+            },
+            several => {
+                report.status = "mismatch".to_owned();
+                report.reason = Some(format!("{} copies on the destination", several.len()));
+            }
+        }
+        reports.push(report);
+    }
+    bar.finish_and_clear();
+    Ok(reports)
+}

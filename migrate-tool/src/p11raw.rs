@@ -1,0 +1,571 @@
+//! Raw PKCS#11 calls that `cryptoki` cannot express — mechanisms it has no variant for
+//! (CKM_AES_KEY_WRAP_KWP 0x210B, CKM_RSA_AES_KEY_WRAP), raw mechanism parameters, nested
+//! WRAP/UNWRAP/DERIVE templates and attribute-by-attribute reads — behind a safe interface.
+//! This module is the tool's only unsafe code.
+//!
+//! It loads the same module file a second time (`dlopen` hands back the same library, so the
+//! function list is the one cryptoki initialised) and takes session and object handles from
+//! cryptoki's `Session` and `ObjectHandle`.
+
+use std::ffi::c_void;
+use std::path::Path;
+use std::ptr;
+
+use cryptoki::object::ObjectHandle;
+use cryptoki::session::Session;
+use cryptoki_sys::{
+    CK_ATTRIBUTE, CK_ATTRIBUTE_TYPE, CK_ECDH1_DERIVE_PARAMS, CK_FUNCTION_LIST, CK_MECHANISM,
+    CK_MECHANISM_TYPE, CK_OBJECT_HANDLE, CK_RSA_AES_KEY_WRAP_PARAMS, CK_RSA_PKCS_OAEP_PARAMS,
+    CK_RV, CK_ULONG, CK_UNAVAILABLE_INFORMATION, CKR_ATTRIBUTE_SENSITIVE,
+    CKR_ATTRIBUTE_TYPE_INVALID, CKR_BUFFER_TOO_SMALL, CKR_FUNCTION_NOT_SUPPORTED, CKR_OK,
+    CKZ_DATA_SPECIFIED,
+};
+
+use crate::names;
+
+/// Attributes whose value is itself an attribute array (PKCS#11 3.0 §4.1 "templates").
+pub const TEMPLATE_ATTRIBUTES: [CK_ATTRIBUTE_TYPE; 3] = [
+    cryptoki_sys::CKA_WRAP_TEMPLATE,
+    cryptoki_sys::CKA_UNWRAP_TEMPLATE,
+    cryptoki_sys::CKA_DERIVE_TEMPLATE,
+];
+
+/// A failed raw call: which function and what it returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawError {
+    /// The PKCS#11 function, e.g. "C_WrapKey".
+    pub function: &'static str,
+    /// Its return code.
+    pub rv: CK_RV,
+}
+
+impl std::fmt::Display for RawError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} returned {}", self.function, names::rv(self.rv))
+    }
+}
+
+impl std::error::Error for RawError {}
+
+/// An attribute value as the token stores it: bytes, or a nested template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawValue {
+    /// Plain bytes (numbers are native-endian CK_ULONGs, booleans one byte).
+    Bytes(Vec<u8>),
+    /// An attribute array (CKA_WRAP_TEMPLATE and friends).
+    Template(Vec<RawAttribute>),
+}
+
+/// One attribute of a template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawAttribute {
+    /// CKA_*.
+    pub kind: CK_ATTRIBUTE_TYPE,
+    /// Its value.
+    pub value: RawValue,
+}
+
+impl RawAttribute {
+    /// A byte-valued attribute.
+    pub fn bytes(kind: CK_ATTRIBUTE_TYPE, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            kind,
+            value: RawValue::Bytes(value.into()),
+        }
+    }
+
+    /// A CK_BBOOL attribute.
+    pub fn flag(kind: CK_ATTRIBUTE_TYPE, value: bool) -> Self {
+        Self::bytes(kind, vec![u8::from(value)])
+    }
+
+    /// A CK_ULONG attribute.
+    pub fn ulong(kind: CK_ATTRIBUTE_TYPE, value: CK_ULONG) -> Self {
+        Self::bytes(kind, value.to_ne_bytes().to_vec())
+    }
+}
+
+/// What reading one attribute gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// The value.
+    Value(RawValue),
+    /// CKR_ATTRIBUTE_SENSITIVE: it exists but may not be revealed.
+    Sensitive,
+    /// CKR_ATTRIBUTE_TYPE_INVALID: the object has no such attribute.
+    Absent,
+    /// Reading it alone failed with this code (SoftHSMv2's dates on private objects).
+    Failed(CK_RV),
+}
+
+/// A mechanism with its parameter, as the token receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawMechanism {
+    /// No parameter (CKM_AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP_KWP, CKM_AES_KEY_WRAP...).
+    Plain(CK_MECHANISM_TYPE),
+    /// CKM_RSA_PKCS_OAEP with its hash and MGF (no label).
+    Oaep {
+        /// CKM_SHA_1, CKM_SHA256...
+        hash: CK_MECHANISM_TYPE,
+        /// CKG_MGF1_*.
+        mgf: CK_ULONG,
+    },
+    /// CKM_RSA_AES_KEY_WRAP: an ephemeral AES key of `aes_bits` under OAEP, then RFC 5649.
+    RsaAes {
+        /// Size of the ephemeral AES key.
+        aes_bits: CK_ULONG,
+        /// OAEP hash.
+        hash: CK_MECHANISM_TYPE,
+        /// OAEP MGF.
+        mgf: CK_ULONG,
+    },
+    /// CKM_ECDH1_DERIVE with a KDF and the peer's public point.
+    Ecdh {
+        /// CKD_*.
+        kdf: CK_ULONG,
+        /// The peer's EC point, raw (04 || X || Y).
+        public: Vec<u8>,
+    },
+}
+
+/// Owns the C parameter structures a `CK_MECHANISM` points into, for the length of one call.
+enum ParamStorage {
+    None,
+    Oaep(Box<CK_RSA_PKCS_OAEP_PARAMS>),
+    RsaAes {
+        // Owned here because `params.pOAEPParams` points into it.
+        _oaep: Box<CK_RSA_PKCS_OAEP_PARAMS>,
+        params: Box<CK_RSA_AES_KEY_WRAP_PARAMS>,
+    },
+    Ecdh(Box<CK_ECDH1_DERIVE_PARAMS>),
+}
+
+impl RawMechanism {
+    /// The mechanism type.
+    pub fn kind(&self) -> CK_MECHANISM_TYPE {
+        match self {
+            Self::Plain(kind) => *kind,
+            Self::Oaep { .. } => cryptoki_sys::CKM_RSA_PKCS_OAEP,
+            Self::RsaAes { .. } => cryptoki_sys::CKM_RSA_AES_KEY_WRAP,
+            Self::Ecdh { .. } => cryptoki_sys::CKM_ECDH1_DERIVE,
+        }
+    }
+
+    /// Builds the C structure; `public` must outlive the call (it is borrowed by pointer).
+    fn to_c(&self, public: &mut Vec<u8>) -> (CK_MECHANISM, ParamStorage) {
+        let oaep = |hash, mgf| CK_RSA_PKCS_OAEP_PARAMS {
+            hashAlg: hash,
+            mgf,
+            source: CKZ_DATA_SPECIFIED,
+            pSourceData: ptr::null_mut(),
+            ulSourceDataLen: 0,
+        };
+        let mut storage = match self {
+            Self::Plain(_) => ParamStorage::None,
+            Self::Oaep { hash, mgf } => ParamStorage::Oaep(Box::new(oaep(*hash, *mgf))),
+            Self::RsaAes {
+                aes_bits,
+                hash,
+                mgf,
+            } => {
+                let mut inner = Box::new(oaep(*hash, *mgf));
+                let outer = Box::new(CK_RSA_AES_KEY_WRAP_PARAMS {
+                    ulAESKeyBits: *aes_bits,
+                    pOAEPParams: &mut *inner,
+                });
+                ParamStorage::RsaAes {
+                    _oaep: inner,
+                    params: outer,
+                }
+            }
+            Self::Ecdh { kdf, public: point } => {
+                public.clone_from(point);
+                ParamStorage::Ecdh(Box::new(CK_ECDH1_DERIVE_PARAMS {
+                    kdf: *kdf,
+                    ulSharedDataLen: 0,
+                    pSharedData: ptr::null_mut(),
+                    ulPublicDataLen: ulong(public.len()),
+                    pPublicData: public.as_mut_ptr(),
+                }))
+            }
+        };
+        let (parameter, parameter_len): (*mut c_void, usize) = match &mut storage {
+            ParamStorage::None => (ptr::null_mut(), 0),
+            ParamStorage::Oaep(params) => (
+                ptr::from_mut(&mut **params).cast(),
+                size_of::<CK_RSA_PKCS_OAEP_PARAMS>(),
+            ),
+            ParamStorage::RsaAes { params, .. } => (
+                ptr::from_mut(&mut **params).cast(),
+                size_of::<CK_RSA_AES_KEY_WRAP_PARAMS>(),
+            ),
+            ParamStorage::Ecdh(params) => (
+                ptr::from_mut(&mut **params).cast(),
+                size_of::<CK_ECDH1_DERIVE_PARAMS>(),
+            ),
+        };
+        let mechanism = CK_MECHANISM {
+            mechanism: self.kind(),
+            pParameter: parameter,
+            ulParameterLen: ulong(parameter_len),
+        };
+        (mechanism, storage)
+    }
+}
+
+fn ulong(len: usize) -> CK_ULONG {
+    // usize and CK_ULONG are both 64 bits on the platforms cryptoki-sys supports.
+    CK_ULONG::try_from(len).unwrap_or(CK_ULONG::MAX)
+}
+
+/// A template laid out as C expects it; owns every buffer the CK_ATTRIBUTEs point to.
+struct CTemplate {
+    attributes: Vec<CK_ATTRIBUTE>,
+    _buffers: Vec<Vec<u8>>,
+    _nested: Vec<CTemplate>,
+}
+
+impl CTemplate {
+    fn new(template: &[RawAttribute]) -> Self {
+        let mut buffers = Vec::new();
+        let mut nested = Vec::new();
+        let mut attributes = Vec::with_capacity(template.len());
+        for attribute in template {
+            let (pointer, len) = match &attribute.value {
+                RawValue::Bytes(bytes) => {
+                    let mut copy = bytes.clone();
+                    let pointer = if copy.is_empty() {
+                        ptr::null_mut()
+                    } else {
+                        copy.as_mut_ptr().cast::<c_void>()
+                    };
+                    let len = copy.len();
+                    buffers.push(copy);
+                    (pointer, len)
+                }
+                RawValue::Template(inner) => {
+                    let mut inner = CTemplate::new(inner);
+                    let pointer = inner.attributes.as_mut_ptr().cast::<c_void>();
+                    let len = inner.attributes.len() * size_of::<CK_ATTRIBUTE>();
+                    nested.push(inner);
+                    (pointer, len)
+                }
+            };
+            attributes.push(CK_ATTRIBUTE {
+                type_: attribute.kind,
+                pValue: pointer,
+                ulValueLen: ulong(len),
+            });
+        }
+        Self {
+            attributes,
+            _buffers: buffers,
+            _nested: nested,
+        }
+    }
+}
+
+/// The raw function list of one loaded module.
+pub struct RawModule {
+    // Keeps the library mapped while `functions` points into it.
+    _library: cryptoki_sys::Pkcs11,
+    functions: CK_FUNCTION_LIST,
+}
+
+// SAFETY: CK_FUNCTION_LIST holds only C function pointers; modules loaded by this tool are
+// initialised with CKF_OS_LOCKING_OK, so calling them from several threads is allowed.
+unsafe impl Send for RawModule {}
+// SAFETY: as above; the list is never written after loading.
+unsafe impl Sync for RawModule {}
+
+macro_rules! function {
+    ($self:ident, $name:ident) => {
+        $self.functions.$name.ok_or(RawError {
+            function: stringify!($name),
+            rv: CKR_FUNCTION_NOT_SUPPORTED,
+        })?
+    };
+}
+
+fn check(function: &'static str, rv: CK_RV) -> Result<(), RawError> {
+    if rv == CKR_OK {
+        Ok(())
+    } else {
+        Err(RawError { function, rv })
+    }
+}
+
+impl RawModule {
+    /// Loads `path` (already loaded and initialised by cryptoki) and reads its function list.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        // SAFETY: loading a PKCS#11 module runs its initialisers; the same file is already
+        // loaded by cryptoki, so this only takes another reference to it.
+        let library = unsafe { cryptoki_sys::Pkcs11::new(path) }
+            .map_err(|err| format!("loading {}: {err}", path.display()))?;
+        let mut list: *mut CK_FUNCTION_LIST = ptr::null_mut();
+        let get_list = library
+            .C_GetFunctionList
+            .as_ref()
+            .map_err(|err| format!("{} has no C_GetFunctionList: {err}", path.display()))?;
+        // SAFETY: C_GetFunctionList writes one pointer through a valid out-pointer.
+        let rv = unsafe { get_list(&mut list) };
+        if rv != CKR_OK || list.is_null() {
+            return Err(format!(
+                "C_GetFunctionList of {} returned {}",
+                path.display(),
+                names::rv(rv)
+            ));
+        }
+        // SAFETY: the module returned a non-NULL pointer to its static function list, valid
+        // while the library stays loaded (we hold `library`). We copy the table of pointers.
+        let functions = unsafe { *list };
+        Ok(Self {
+            _library: library,
+            functions,
+        })
+    }
+
+    /// C_WrapKey with any mechanism; returns the blob.
+    pub fn wrap_key(
+        &self,
+        session: &Session,
+        mechanism: &RawMechanism,
+        wrapping_key: ObjectHandle,
+        key: ObjectHandle,
+    ) -> Result<Vec<u8>, RawError> {
+        let wrap = function!(self, C_WrapKey);
+        let mut public = Vec::new();
+        let (mut c_mechanism, _storage) = mechanism.to_c(&mut public);
+        let mut len: CK_ULONG = 0;
+        // SAFETY: the mechanism and its parameters live in `c_mechanism`/`_storage`/`public`
+        // for the call; a NULL output with a valid length pointer is a length query.
+        let rv = unsafe {
+            wrap(
+                session.handle(),
+                &mut c_mechanism,
+                wrapping_key.handle(),
+                key.handle(),
+                ptr::null_mut(),
+                &mut len,
+            )
+        };
+        check("C_WrapKey", rv)?;
+        let mut blob = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        // SAFETY: `blob` is valid for `len` bytes.
+        let rv = unsafe {
+            wrap(
+                session.handle(),
+                &mut c_mechanism,
+                wrapping_key.handle(),
+                key.handle(),
+                blob.as_mut_ptr(),
+                &mut len,
+            )
+        };
+        check("C_WrapKey", rv)?;
+        blob.truncate(usize::try_from(len).unwrap_or(0));
+        Ok(blob)
+    }
+
+    /// C_UnwrapKey with any mechanism and a template that may nest templates.
+    pub fn unwrap_key(
+        &self,
+        session: &Session,
+        mechanism: &RawMechanism,
+        unwrapping_key: ObjectHandle,
+        blob: &[u8],
+        template: &[RawAttribute],
+    ) -> Result<ObjectHandle, RawError> {
+        let unwrap = function!(self, C_UnwrapKey);
+        let mut public = Vec::new();
+        let (mut c_mechanism, _storage) = mechanism.to_c(&mut public);
+        let mut c_template = CTemplate::new(template);
+        let mut blob = blob.to_vec();
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        // SAFETY: every pointer refers to memory owned by this frame for the call's length.
+        let rv = unsafe {
+            unwrap(
+                session.handle(),
+                &mut c_mechanism,
+                unwrapping_key.handle(),
+                blob.as_mut_ptr(),
+                ulong(blob.len()),
+                c_template.attributes.as_mut_ptr(),
+                ulong(c_template.attributes.len()),
+                &mut handle,
+            )
+        };
+        check("C_UnwrapKey", rv)?;
+        Ok(object_handle(handle))
+    }
+
+    /// C_DeriveKey with any mechanism.
+    pub fn derive_key(
+        &self,
+        session: &Session,
+        mechanism: &RawMechanism,
+        base_key: ObjectHandle,
+        template: &[RawAttribute],
+    ) -> Result<ObjectHandle, RawError> {
+        let derive = function!(self, C_DeriveKey);
+        let mut public = Vec::new();
+        let (mut c_mechanism, _storage) = mechanism.to_c(&mut public);
+        let mut c_template = CTemplate::new(template);
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        // SAFETY: every pointer refers to memory owned by this frame for the call's length.
+        let rv = unsafe {
+            derive(
+                session.handle(),
+                &mut c_mechanism,
+                base_key.handle(),
+                c_template.attributes.as_mut_ptr(),
+                ulong(c_template.attributes.len()),
+                &mut handle,
+            )
+        };
+        check("C_DeriveKey", rv)?;
+        Ok(object_handle(handle))
+    }
+
+    /// C_CreateObject with a template that may nest templates.
+    pub fn create_object(
+        &self,
+        session: &Session,
+        template: &[RawAttribute],
+    ) -> Result<ObjectHandle, RawError> {
+        let create = function!(self, C_CreateObject);
+        let mut c_template = CTemplate::new(template);
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        // SAFETY: the template and everything it points to live in `c_template`.
+        let rv = unsafe {
+            create(
+                session.handle(),
+                c_template.attributes.as_mut_ptr(),
+                ulong(c_template.attributes.len()),
+                &mut handle,
+            )
+        };
+        check("C_CreateObject", rv)?;
+        Ok(object_handle(handle))
+    }
+
+    /// Reads each attribute on its own, so that one unreadable attribute (SoftHSMv2 answers
+    /// CKR_GENERAL_ERROR for dates on private objects) does not hide the others.
+    pub fn attributes(
+        &self,
+        session: &Session,
+        object: ObjectHandle,
+        kinds: &[CK_ATTRIBUTE_TYPE],
+    ) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Read)>, RawError> {
+        kinds
+            .iter()
+            .map(|&kind| Ok((kind, self.attribute(session, object, kind)?)))
+            .collect()
+    }
+
+    /// Reads one attribute; a template attribute is read with its nested values.
+    pub fn attribute(
+        &self,
+        session: &Session,
+        object: ObjectHandle,
+        kind: CK_ATTRIBUTE_TYPE,
+    ) -> Result<Read, RawError> {
+        let get = function!(self, C_GetAttributeValue);
+        let call = |attributes: &mut [CK_ATTRIBUTE]| -> CK_RV {
+            // SAFETY: `attributes` is a valid array; each pValue is NULL or points to a
+            // buffer of ulValueLen bytes owned by the caller of this closure.
+            unsafe {
+                get(
+                    session.handle(),
+                    object.handle(),
+                    attributes.as_mut_ptr(),
+                    ulong(attributes.len()),
+                )
+            }
+        };
+        let mut query = [CK_ATTRIBUTE {
+            type_: kind,
+            pValue: ptr::null_mut(),
+            ulValueLen: 0,
+        }];
+        match call(&mut query) {
+            CKR_OK => {}
+            CKR_ATTRIBUTE_SENSITIVE => return Ok(Read::Sensitive),
+            CKR_ATTRIBUTE_TYPE_INVALID => return Ok(Read::Absent),
+            rv => return Ok(Read::Failed(rv)),
+        }
+        if query[0].ulValueLen == CK_UNAVAILABLE_INFORMATION {
+            return Ok(Read::Absent);
+        }
+        let len = usize::try_from(query[0].ulValueLen).unwrap_or(0);
+        if TEMPLATE_ATTRIBUTES.contains(&kind) {
+            return self.template_value(kind, len, call);
+        }
+        let mut value = vec![0u8; len];
+        query[0].pValue = value.as_mut_ptr().cast();
+        match call(&mut query) {
+            CKR_OK => {
+                value.truncate(usize::try_from(query[0].ulValueLen).unwrap_or(0));
+                Ok(Read::Value(RawValue::Bytes(value)))
+            }
+            CKR_ATTRIBUTE_SENSITIVE => Ok(Read::Sensitive),
+            rv => Ok(Read::Failed(rv)),
+        }
+    }
+
+    /// PKCS#11 3.0 §5.7 C_GetAttributeValue on an attribute array: the first call gave the
+    /// array size; the second gives each element's length; the third fills them.
+    fn template_value(
+        &self,
+        kind: CK_ATTRIBUTE_TYPE,
+        len: usize,
+        call: impl Fn(&mut [CK_ATTRIBUTE]) -> CK_RV,
+    ) -> Result<Read, RawError> {
+        let count = len / size_of::<CK_ATTRIBUTE>();
+        let mut inner = vec![
+            CK_ATTRIBUTE {
+                type_: 0,
+                pValue: ptr::null_mut(),
+                ulValueLen: 0
+            };
+            count
+        ];
+        let mut outer = [CK_ATTRIBUTE {
+            type_: kind,
+            pValue: inner.as_mut_ptr().cast(),
+            ulValueLen: ulong(count * size_of::<CK_ATTRIBUTE>()),
+        }];
+        match call(&mut outer) {
+            CKR_OK | CKR_BUFFER_TOO_SMALL => {}
+            rv => return Ok(Read::Failed(rv)),
+        }
+        let mut buffers: Vec<Vec<u8>> = inner
+            .iter()
+            .map(|attribute| vec![0u8; usize::try_from(attribute.ulValueLen).unwrap_or(0)])
+            .collect();
+        for (attribute, buffer) in inner.iter_mut().zip(buffers.iter_mut()) {
+            attribute.pValue = buffer.as_mut_ptr().cast();
+        }
+        outer[0].pValue = inner.as_mut_ptr().cast();
+        match call(&mut outer) {
+            CKR_OK => {}
+            rv => return Ok(Read::Failed(rv)),
+        }
+        let template = inner
+            .iter()
+            .zip(buffers)
+            .map(|(attribute, mut buffer)| {
+                buffer.truncate(usize::try_from(attribute.ulValueLen).unwrap_or(0));
+                RawAttribute::bytes(attribute.type_, buffer)
+            })
+            .collect();
+        Ok(Read::Value(RawValue::Template(template)))
+    }
+}
+
+/// A cryptoki handle for a handle a raw call returned.
+fn object_handle(handle: CK_OBJECT_HANDLE) -> ObjectHandle {
+    // SAFETY: the handle was just returned by the module for this session; cryptoki only
+    // passes it back to the same module.
+    unsafe { ObjectHandle::new_from_raw(handle) }
+}
