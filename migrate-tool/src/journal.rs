@@ -110,18 +110,32 @@ pub fn default_path(run: &str) -> PathBuf {
 }
 
 impl Journal {
-    /// Creates a new journal; refuses to overwrite one.
+    /// Creates a new journal, header included, atomically: a crash leaves either no journal
+    /// or one with its header. Refuses to overwrite one.
     pub fn create(path: &Path, header: RunHeader) -> Result<Self, MigrateError> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|err| journal_error(path, format!("cannot create it: {err}")))?;
-        let mut journal = Self {
-            path: path.to_owned(),
-            file,
-        };
-        journal.append(&Line::Run(header))?;
+        if path.exists() {
+            return Err(journal_error(
+                path,
+                "it already exists; resume its run with --resume, or choose another --journal"
+                    .to_owned(),
+            ));
+        }
+        let mut text = serde_json::to_string(&Line::Run(header))
+            .map_err(|err| journal_error(path, err.to_string()))?;
+        text.push('\n');
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let written = File::create(&partial)
+            .and_then(|mut file| {
+                file.write_all(text.as_bytes())
+                    .and_then(|()| file.sync_all())
+            })
+            .and_then(|()| std::fs::rename(&partial, path));
+        if let Err(err) = written {
+            let _ = std::fs::remove_file(&partial);
+            return Err(journal_error(path, format!("cannot create it: {err}")));
+        }
         // The directory entry must survive a crash too.
         if let Some(parent) = path
             .parent()
@@ -130,7 +144,14 @@ impl Journal {
         {
             let _ = dir.sync_all();
         }
-        Ok(journal)
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|err| journal_error(path, format!("cannot append to it: {err}")))?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+        })
     }
 
     /// Opens an existing journal to resume: reads it, then appends.

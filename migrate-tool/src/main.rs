@@ -15,6 +15,7 @@ mod pin;
 mod plan;
 mod report;
 mod samples;
+mod templates;
 mod token;
 mod transport;
 mod uri;
@@ -383,16 +384,16 @@ fn profile_text(profile: &Profile) -> String {
         Some(works) => text.push_str(&format!("; RSA-AES {}", if works { "yes" } else { "no" })),
         None => text.push_str("; RSA-AES not probed"),
     }
-    if !profile.refused_attributes.is_empty() {
+    if !profile.refusals.is_empty() {
         let refused: Vec<String> = profile
-            .refused_attributes
+            .refusals
             .iter()
-            .map(|(name, rv)| format!("{name} ({rv})"))
+            .map(|refusal| format!("{} {} ({})", refusal.class, refusal.attribute, refusal.rv))
             .collect();
-        text.push_str(&format!(
-            "; refuses in unwrap templates: {}",
-            refused.join(", ")
-        ));
+        text.push_str(&format!("; refuses: {}", refused.join(", ")));
+    }
+    if !profile.generic_value_len {
+        text.push_str("; no CKA_VALUE_LEN when unwrapping generic secrets");
     }
     text
 }

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 
-use cryptoki::object::ObjectHandle;
 use cryptoki_sys::*;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -12,34 +11,11 @@ use crate::error::MigrateError;
 use crate::inventory::{self, Object};
 use crate::journal::{Journal, Line, State};
 use crate::names;
-use crate::p11raw::RawAttribute;
+use crate::p11raw::{RawAttribute, RawValue};
 use crate::plan::{self, Action, Entry, Plan};
 use crate::report::ObjectReport;
 use crate::token::Token;
 use crate::transport::{Link, Profile};
-
-/// Return codes after which an unwrap or create is retried without optional attributes.
-const TEMPLATE_CODES: [CK_RV; 4] = [
-    CKR_ATTRIBUTE_TYPE_INVALID,
-    CKR_ATTRIBUTE_READ_ONLY,
-    CKR_ATTRIBUTE_VALUE_INVALID,
-    CKR_TEMPLATE_INCONSISTENT,
-];
-
-/// Attributes a destination may refuse without the key changing what it is.
-const OPTIONAL: [CK_ATTRIBUTE_TYPE; 11] = [
-    CKA_START_DATE,
-    CKA_END_DATE,
-    CKA_COPYABLE,
-    CKA_DESTROYABLE,
-    CKA_CERTIFICATE_CATEGORY,
-    CKA_ALLOWED_MECHANISMS,
-    CKA_WRAP_TEMPLATE,
-    CKA_UNWRAP_TEMPLATE,
-    CKA_DERIVE_TEMPLATE,
-    CKA_VALUE_LEN,
-    CKA_ALWAYS_AUTHENTICATE,
-];
 
 /// How a run behaves.
 #[derive(Clone, Copy, Debug, Default)]
@@ -71,11 +47,11 @@ fn destination_template(entry: &Entry, destination_profile: &Profile) -> Vec<Raw
         RawAttribute::flag(CKA_TOKEN, true),
     ];
     template.extend(object.template().into_iter().filter(|attribute| {
-        !(object.class == CKO_SECRET_KEY && destination_profile.refuses(attribute.kind))
+        worth_sending(attribute) && !destination_profile.refuses(object.class, attribute.kind)
     }));
     if object.class == CKO_SECRET_KEY
         && object.key_type() != Some(CKK_AES)
-        && !destination_profile.refuses(CKA_VALUE_LEN)
+        && destination_profile.generic_value_len
         && let Some(len) = object.ulong(CKA_VALUE_LEN)
     {
         // Lets a destination trim the zero padding SoftHSMv2's RFC 5649 adds.
@@ -84,33 +60,19 @@ fn destination_template(entry: &Entry, destination_profile: &Profile) -> Vec<Raw
     template
 }
 
-/// Creates the destination object, retrying without each optional attribute the token refuses.
-fn create(
-    template: Vec<RawAttribute>,
-    mut attempt: impl FnMut(&[RawAttribute]) -> Result<ObjectHandle, crate::p11raw::RawError>,
-) -> Result<ObjectHandle, String> {
-    let first = match attempt(&template) {
-        Ok(handle) => return Ok(handle),
-        Err(err) if TEMPLATE_CODES.contains(&err.rv) => err,
-        Err(err) => return Err(err.to_string()),
-    };
-    let mut current = template;
-    for optional in OPTIONAL {
-        if !current.iter().any(|attribute| attribute.kind == optional) {
-            continue;
+/// An empty date, subject, mechanism list or template says no more than leaving it out, and
+/// some tokens refuse the empty form.
+fn worth_sending(attribute: &RawAttribute) -> bool {
+    match &attribute.value {
+        RawValue::Bytes(bytes) => {
+            !(bytes.is_empty()
+                && matches!(
+                    attribute.kind,
+                    CKA_START_DATE | CKA_END_DATE | CKA_SUBJECT | CKA_ALLOWED_MECHANISMS
+                ))
         }
-        let without: Vec<RawAttribute> = current
-            .iter()
-            .filter(|attribute| attribute.kind != optional)
-            .cloned()
-            .collect();
-        match attempt(&without) {
-            Ok(handle) => return Ok(handle),
-            Err(err) if TEMPLATE_CODES.contains(&err.rv) => current = without,
-            Err(err) => return Err(err.to_string()),
-        }
+        RawValue::Template(inner) => !inner.is_empty(),
     }
-    Err(first.to_string())
 }
 
 fn unique_id(object: &Object) -> Option<String> {
@@ -257,13 +219,13 @@ fn carry(
         journal
             .step(&key, &describe, State::Wrapped)
             .map_err(|err| err.to_string())?;
-        create(template, |template| link.unwrap(&blob, template))
+        // One attempt only: the template holds nothing the destination's profile refuses,
+        // and a failed attempt can leave an empty object behind (SoftHSMv2).
+        link.unwrap(&blob, &template)
             .map_err(|err| format!("unwrapping on the destination: {err}"))?
     } else {
-        create(template, |template| {
-            raw.create_object(&destination.session, template)
-        })
-        .map_err(|err| format!("creating on the destination: {err}"))?
+        raw.create_object(&destination.session, &template)
+            .map_err(|err| format!("creating on the destination: {err}"))?
     };
     journal
         .step(&key, &describe, State::Unwrapped)

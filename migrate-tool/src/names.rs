@@ -53,6 +53,12 @@ fn screaming_snake(camel: &str) -> String {
 
 /// "CKA_LABEL" for 0x3.
 pub fn attribute(kind: CK_ATTRIBUTE_TYPE) -> String {
+    match kind {
+        cryptoki_sys::CKA_WRAP_TEMPLATE => return "CKA_WRAP_TEMPLATE".to_owned(),
+        cryptoki_sys::CKA_UNWRAP_TEMPLATE => return "CKA_UNWRAP_TEMPLATE".to_owned(),
+        cryptoki_sys::CKA_DERIVE_TEMPLATE => return "CKA_DERIVE_TEMPLATE".to_owned(),
+        _ => {}
+    }
     match AttributeType::try_from(kind) {
         Ok(attribute) => attribute.to_string(),
         Err(_) => format!("CKA_{kind:#x}"),
@@ -118,6 +124,10 @@ mod tests {
         assert_eq!(mechanism(0x210B), "CKM_AES_KEY_WRAP_KWP");
         assert_eq!(mechanism(0x210A), "CKM_AES_KEY_WRAP_PAD");
         assert_eq!(attribute(cryptoki_sys::CKA_LABEL), "CKA_LABEL");
+        assert_eq!(
+            attribute(cryptoki_sys::CKA_UNWRAP_TEMPLATE),
+            "CKA_UNWRAP_TEMPLATE"
+        );
         assert_eq!(key_type(cryptoki_sys::CKK_AES), "AES");
         assert_eq!(class(cryptoki_sys::CKO_PRIVATE_KEY), "private");
     }

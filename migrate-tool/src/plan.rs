@@ -178,12 +178,30 @@ fn uri_selects(token: &Token, object: &Object) -> bool {
         })
 }
 
-/// The selected source objects.
+/// The selected source objects, by label, then CKA_ID, then secret, private, public, cert,
+/// data: a stable order, whatever order the token lists them in.
 pub fn selected(source: &Token, selection: &Selection) -> Result<Vec<Object>, MigrateError> {
-    Ok(inventory::list(source)?
+    let mut objects: Vec<Object> = inventory::list(source)?
         .into_iter()
         .filter(|object| uri_selects(source, object) && selection.selects(object))
-        .collect())
+        .collect();
+    let rank = |class| match class {
+        CKO_SECRET_KEY => 0,
+        CKO_PRIVATE_KEY => 1,
+        CKO_PUBLIC_KEY => 2,
+        CKO_CERTIFICATE => 3,
+        CKO_DATA => 4,
+        _ => 5,
+    };
+    objects.sort_by(|a, b| {
+        (a.label(), a.id(), rank(a.class), a.key_type()).cmp(&(
+            b.label(),
+            b.id(),
+            rank(b.class),
+            b.key_type(),
+        ))
+    });
+    Ok(objects)
 }
 
 const NOT_EXTRACTABLE_REMEDY: &str = "move it by same-root domain clone (a destination built from the source's master-key parts), or create a new key on the destination and rewrap the data under it (keyferry rekey)";
@@ -219,7 +237,7 @@ pub fn plan(
             destination,
             &mut entry,
             counts[&identity],
-            &destination_profile,
+            (&source_profile, &destination_profile),
             &transport,
         )?;
         entries.push(entry);
@@ -244,7 +262,7 @@ fn decide(
     destination: &Token,
     entry: &mut Entry,
     same_identity_on_source: usize,
-    destination_profile: &Profile,
+    (source_profile, destination_profile): (&Profile, &Profile),
     transport: &Result<Transport, String>,
 ) -> Result<(), MigrateError> {
     let object = &entry.object;
@@ -335,7 +353,12 @@ fn decide(
             return Ok(());
         }
     }
-    entry.matrix = predict(entry, destination_profile, transport.as_ref().ok());
+    entry.matrix = predict(
+        entry,
+        source_profile,
+        destination_profile,
+        transport.as_ref().ok(),
+    );
     Ok(())
 }
 
@@ -377,7 +400,9 @@ fn compare_existing(
     Ok(())
 }
 
-/// Proves `there` (on the destination) holds the same key as `here` (on the source).
+/// Proves `there` (on the destination) holds the same key as `here` (on the source): the
+/// first check value method both tokens can compute (SoftHSMv2 refuses HMAC-SHA256 with a
+/// key under 32 bytes where keyferry computes it), compared.
 pub fn same_value(
     source: &Token,
     destination: &Token,
@@ -388,20 +413,35 @@ pub fn same_value(
     if here.class == CKO_PRIVATE_KEY {
         return verify_private(source, destination, here, there);
     }
-    let kcv =
-        kcv.ok_or("present on the destination, but no check value can be computed to compare")?;
-    let theirs = check::compute_with(destination, &destination.session, there, kcv.method)
-        .map_err(|why| {
-            format!(
-                "present on the destination, but its check value ({}) failed: {why}",
-                kcv.method.name()
-            )
-        })?;
-    if theirs == *kcv {
-        Ok(kcv.to_string())
+    let mut failures = Vec::new();
+    for method in check::methods(here) {
+        let mine = match kcv {
+            Some(kcv) if kcv.method == method => Ok(kcv.clone()),
+            _ => check::compute_with(source, &source.session, here, method),
+        };
+        let mine = match mine {
+            Ok(mine) => mine,
+            Err(why) => {
+                failures.push(format!("{} on the source: {why}", method.name()));
+                continue;
+            }
+        };
+        match check::compute_with(destination, &destination.session, there, method) {
+            Ok(theirs) if theirs == mine => return Ok(mine.to_string()),
+            Ok(theirs) => {
+                return Err(format!(
+                    "present on the destination with a different value ({mine} here, {theirs} there)"
+                ));
+            }
+            Err(why) => failures.push(format!("{} on the destination: {why}", method.name())),
+        }
+    }
+    if failures.is_empty() {
+        Err("no check value method applies to it".to_owned())
     } else {
         Err(format!(
-            "present on the destination with a different value ({kcv} here, {theirs} there)"
+            "no check value both tokens can compute: {}",
+            failures.join("; ")
         ))
     }
 }
@@ -436,18 +476,21 @@ pub fn verify_private(
 }
 
 /// Attributes the token sets itself, and what an unwrap or create does to them.
-fn predict(entry: &Entry, destination_profile: &Profile, transport: Option<&Transport>) -> Matrix {
+fn predict(
+    entry: &Entry,
+    source_profile: &Profile,
+    destination_profile: &Profile,
+    transport: Option<&Transport>,
+) -> Matrix {
     let object = &entry.object;
     let mut matrix = Matrix::default();
     for kind in inventory::copied(object.class) {
         let name = names::attribute(kind);
         match object.attributes.get(&kind) {
-            Some(Read::Value(_))
-                if object.class == CKO_SECRET_KEY && destination_profile.refuses(kind) =>
-            {
-                matrix.dropped.push(format!(
-                    "{name}: the destination refuses it in an unwrap template"
-                ));
+            Some(Read::Value(_)) if destination_profile.refuses(object.class, kind) => {
+                matrix
+                    .dropped
+                    .push(format!("{name}: the destination refuses it"));
             }
             Some(Read::Value(_)) => matrix.preserved.push(name),
             Some(Read::Failed(rv)) => matrix.dropped.push(format!(
@@ -478,11 +521,12 @@ fn predict(entry: &Entry, destination_profile: &Profile, transport: Option<&Tran
                 .changed
                 .push("CKA_KEY_GEN_MECHANISM: unavailable on an unwrapped key".to_owned());
         }
-        let pads = transport.is_some_and(|t| t.wrap == "CKM_AES_KEY_WRAP_PAD")
+        let pads = source_profile.rfc5649_zero_pads
+            && transport.is_some_and(|t| t.agreement != crate::transport::KekAgreement::RsaAes)
             && object.class == CKO_SECRET_KEY;
         if pads
             && object.ulong(CKA_VALUE_LEN).is_some_and(|len| len % 8 != 0)
-            && destination_profile.refuses(CKA_VALUE_LEN)
+            && !destination_profile.generic_value_len
         {
             matrix.changed.push("CKA_VALUE_LEN: zero-padded to whole 64-bit blocks by the source's RFC 5649, and the destination takes no CKA_VALUE_LEN to trim it".to_owned());
         }

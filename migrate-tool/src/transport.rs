@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 use crate::check::raw_point;
 use crate::inventory::Object;
 use crate::names::{self, CKM_AES_KEY_WRAP_KWP};
-use crate::p11raw::{RawAttribute, RawError, RawMechanism, RawValue};
+use crate::p11raw::{RawAttribute, RawError, RawMechanism};
+use crate::templates::{self, Refusal};
 use crate::token::Token;
 
 /// DER OID of P-256, the curve transport keys are agreed on.
-const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+pub const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
 /// A 20-byte value the RFC 5649 probe carries: not whole 64-bit blocks, to catch padding.
 const ODD_PROBE: [u8; 20] = *b"keyferry-odd-probe!!";
@@ -34,8 +35,10 @@ pub struct Profile {
     pub oaep_hashes: Option<Vec<String>>,
     /// CKM_RSA_AES_KEY_WRAP round-trips (probed only when needed).
     pub rsa_aes: Option<bool>,
-    /// Secret-key unwrap template attributes the token refuses, with its code.
-    pub refused_attributes: Vec<(String, String)>,
+    /// Attributes the token refuses when it creates objects, by class.
+    pub refusals: Vec<Refusal>,
+    /// A generic secret's unwrap template may carry CKA_VALUE_LEN (to trim zero padding).
+    pub generic_value_len: bool,
 }
 
 impl Profile {
@@ -58,12 +61,12 @@ impl Profile {
         }
     }
 
-    /// Whether the token refused this attribute in an unwrap template.
-    pub fn refuses(&self, kind: CK_ATTRIBUTE_TYPE) -> bool {
-        let name = names::attribute(kind);
-        self.refused_attributes
+    /// Whether the token refused this attribute on objects of this class.
+    pub fn refuses(&self, class: CK_OBJECT_CLASS, kind: CK_ATTRIBUTE_TYPE) -> bool {
+        let (class, name) = (names::class(class), names::attribute(kind));
+        self.refusals
             .iter()
-            .any(|(refused, _)| *refused == name)
+            .any(|refusal| refusal.class == class && refusal.attribute == name)
     }
 }
 
@@ -198,10 +201,9 @@ pub fn probe(token: &Token, session: &Session, deep: bool) -> Profile {
             scratch.keep(back);
             profile.rfc3394 = value_of(session, back).as_deref() == Some(&[0x5a; 16][..]);
         }
-        if let Some(kwp) = profile.kwp()
-            && let Ok(blob) = raw.wrap_key(session, &RawMechanism::Plain(kwp), kek, aes)
-        {
-            probe_template_attributes(token, session, &mut scratch, &mut profile, kek, kwp, &blob);
+        if let Some(kwp) = profile.kwp() {
+            (profile.refusals, profile.generic_value_len) =
+                templates::probe(token, session, kek, kwp);
         }
     }
     if let Ok((public, private)) = ec_pair(session) {
@@ -220,53 +222,6 @@ pub fn probe(token: &Token, session: &Session, deep: bool) -> Profile {
         probe_rsa(token, session, &mut scratch, &mut profile);
     }
     profile
-}
-
-/// Which attributes of a secret-key unwrap template the token refuses, one at a time.
-fn probe_template_attributes(
-    token: &Token,
-    session: &Session,
-    scratch: &mut Scratch,
-    profile: &mut Profile,
-    kek: ObjectHandle,
-    kwp: CK_MECHANISM_TYPE,
-    blob: &[u8],
-) {
-    let today = b"20261126".to_vec();
-    let candidates = vec![
-        RawAttribute::ulong(CKA_VALUE_LEN, 16),
-        RawAttribute::bytes(CKA_START_DATE, today.clone()),
-        RawAttribute::bytes(CKA_END_DATE, today),
-        RawAttribute::flag(CKA_COPYABLE, true),
-        RawAttribute::flag(CKA_DESTROYABLE, true),
-        RawAttribute::bytes(CKA_ALLOWED_MECHANISMS, CKM_AES_ECB.to_ne_bytes().to_vec()),
-        RawAttribute::flag(CKA_WRAP_WITH_TRUSTED, false),
-        RawAttribute {
-            kind: CKA_WRAP_TEMPLATE,
-            value: RawValue::Template(vec![RawAttribute::flag(CKA_SENSITIVE, true)]),
-        },
-        RawAttribute {
-            kind: CKA_UNWRAP_TEMPLATE,
-            value: RawValue::Template(vec![RawAttribute::flag(CKA_SENSITIVE, true)]),
-        },
-    ];
-    for attribute in candidates {
-        let mut template = unwrap_template(CKK_AES);
-        let kind = attribute.kind;
-        template.push(attribute);
-        match token
-            .module
-            .raw
-            .unwrap_key(session, &RawMechanism::Plain(kwp), kek, blob, &template)
-        {
-            Ok(handle) => {
-                scratch.keep(handle);
-            }
-            Err(err) => profile
-                .refused_attributes
-                .push((names::attribute(kind), names::rv(err.rv))),
-        }
-    }
 }
 
 fn probe_rsa(token: &Token, session: &Session, scratch: &mut Scratch, profile: &mut Profile) {
@@ -320,6 +275,25 @@ const OAEP_HASHES: [(CK_MECHANISM_TYPE, CK_ULONG, &str); 2] = [
     (CKM_SHA256, CKG_MGF1_SHA256, "SHA-256"),
     (CKM_SHA_1, CKG_MGF1_SHA1, "SHA-1"),
 ];
+
+/// A P-256 pair whose private half may be wrapped (template probes).
+pub fn extractable_ec_pair(
+    session: &Session,
+) -> Result<(ObjectHandle, ObjectHandle), cryptoki::error::Error> {
+    session.generate_key_pair(
+        &Mechanism::EccKeyPairGen,
+        &[
+            Attribute::Token(false),
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+        ],
+        &[
+            Attribute::Token(false),
+            Attribute::Sign(true),
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+        ],
+    )
+}
 
 fn ec_pair(session: &Session) -> Result<(ObjectHandle, ObjectHandle), cryptoki::error::Error> {
     session.generate_key_pair(

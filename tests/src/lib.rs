@@ -6,6 +6,8 @@
 //! SoftHSMv2 to Debian's path. A missing module fails the test, never skips it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup should panic loudly
 
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 

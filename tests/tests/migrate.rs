@@ -1,0 +1,495 @@
+//! The `keyferry` migration CLI end to end, between real tokens: SoftHSMv2 and keyferry in
+//! every direction, a thousand keys, SIGKILL at random moments, conflicts and refusals.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup should panic loudly
+
+#[path = "../../migrate-tool/src/samples.rs"]
+#[allow(dead_code)] // shared with the CLI, which uses the key material these tests do not
+mod samples;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, CertificateType, ObjectClass};
+use cryptoki::session::Session;
+use keyferry_tests::cli::{self, aes_key, uri};
+use keyferry_tests::{fresh_token, user_session, Module};
+
+/// The key set every direction carries: AES-128/192/256, a 20-byte generic secret, RSA-2048
+/// and P-256 pairs and a certificate; nine objects.
+fn populate(session: &Session) {
+    aes_key(session, "aes-128", &[1], 16);
+    aes_key(session, "aes-192", &[2], 24);
+    aes_key(session, "aes-256", &[3], 32);
+    session
+        .generate_key(
+            &Mechanism::GenericSecretKeyGen,
+            &[
+                Attribute::Token(true),
+                Attribute::Label(b"hmac-20".to_vec()),
+                Attribute::Id(vec![4]),
+                Attribute::ValueLen(20.into()),
+                Attribute::Sign(true),
+                Attribute::Verify(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(true),
+            ],
+        )
+        .expect("generic secret");
+    let pair = |label: &str, id: u8| {
+        (
+            vec![
+                Attribute::Token(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Id(vec![id]),
+                Attribute::Verify(true),
+            ],
+            vec![
+                Attribute::Token(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Id(vec![id]),
+                Attribute::Sign(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(true),
+            ],
+        )
+    };
+    let (mut public, private) = pair("rsa-2048", 5);
+    public.extend([
+        Attribute::ModulusBits(2048.into()),
+        Attribute::PublicExponent(vec![1, 0, 1]),
+    ]);
+    session
+        .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+        .expect("RSA pair");
+    let (mut public, private) = pair("ec-p256", 6);
+    public.push(Attribute::EcParams(vec![
+        0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
+    ]));
+    session
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+        .expect("EC pair");
+    session
+        .create_object(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(CertificateType::X_509),
+            Attribute::Token(true),
+            Attribute::Label(b"rsa-cert".to_vec()),
+            Attribute::Id(vec![7]),
+            Attribute::Value(samples::bytes(samples::RSA_CERTIFICATE)),
+            Attribute::Subject(samples::bytes(samples::RSA_CERTIFICATE_SUBJECT)),
+            Attribute::Issuer(samples::bytes(samples::RSA_CERTIFICATE_SUBJECT)),
+            Attribute::SerialNumber(samples::bytes(samples::RSA_CERTIFICATE_SERIAL)),
+        ])
+        .expect("certificate");
+}
+
+fn work_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("keyferry-migrate.")
+        .tempdir()
+        .unwrap()
+}
+
+/// Migrates `from` → `to` and checks every object moved and verifies; returns the verify
+/// report's check values by label and class.
+fn migrate_all(from: &str, to: &str, dir: &Path, expected: usize) -> Vec<(String, String, String)> {
+    let outcome = cli::run(&["migrate", "--from", from, "--to", to, "--json"], dir);
+    assert_eq!(
+        outcome.code, 0,
+        "migrate failed:\n{}\n{}",
+        outcome.stdout, outcome.stderr
+    );
+    let statuses = outcome.statuses();
+    assert_eq!(statuses.len(), expected, "{statuses:?}");
+    for (label, class, status) in &statuses {
+        let wanted = if matches!(class.as_str(), "secret" | "private") {
+            "moved"
+        } else {
+            "copied"
+        };
+        assert_eq!(status, wanted, "{label} {class}: {}", outcome.stdout);
+    }
+    let verified = cli::run(&["verify", "--from", from, "--to", to, "--json"], dir);
+    assert_eq!(
+        verified.code, 0,
+        "verify failed:\n{}\n{}",
+        verified.stdout, verified.stderr
+    );
+    verified
+        .json("object")
+        .into_iter()
+        .map(|object| {
+            assert_eq!(object["status"], "verified", "{object}");
+            (
+                object["label"].as_str().unwrap().to_owned(),
+                object["class"].as_str().unwrap().to_owned(),
+                object["proof"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn direction(source: Module, destination: Module) {
+    let (source_slot, source_label) = fresh_token(source, "src");
+    populate(&user_session(source, source_slot));
+    let (_, destination_label) = fresh_token(destination, "dst");
+    let dir = work_dir();
+    let proofs = migrate_all(
+        &uri(source, &source_label),
+        &uri(destination, &destination_label),
+        dir.path(),
+        9,
+    );
+    assert_eq!(proofs.len(), 9);
+    // A rerun of a finished migration changes nothing.
+    let again = cli::run(
+        &[
+            "migrate",
+            "--from",
+            &uri(source, &source_label),
+            "--to",
+            &uri(destination, &destination_label),
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again
+            .statuses()
+            .iter()
+            .all(|(_, _, status)| status == "present"),
+        "{}",
+        again.stdout
+    );
+    let inventory = cli::run(
+        &["inventory", &uri(destination, &destination_label), "--json"],
+        dir.path(),
+    );
+    assert_eq!(inventory.json("object").len(), 9, "{}", inventory.stdout);
+}
+
+#[test]
+fn softhsm_to_keyferry() {
+    direction(Module::SoftHsm, Module::Keyferry);
+}
+
+#[test]
+fn keyferry_to_softhsm() {
+    direction(Module::Keyferry, Module::SoftHsm);
+}
+
+#[test]
+fn softhsm_to_softhsm() {
+    direction(Module::SoftHsm, Module::SoftHsm);
+}
+
+#[test]
+fn keyferry_to_keyferry() {
+    direction(Module::Keyferry, Module::Keyferry);
+}
+
+#[test]
+fn a_round_trip_softhsm_keyferry_softhsm_keeps_every_check_value() {
+    let (a_slot, a) = fresh_token(Module::SoftHsm, "trip-a");
+    populate(&user_session(Module::SoftHsm, a_slot));
+    let (_, b) = fresh_token(Module::Keyferry, "trip-b");
+    let (_, c) = fresh_token(Module::SoftHsm, "trip-c");
+    let dir = work_dir();
+    let there = migrate_all(
+        &uri(Module::SoftHsm, &a),
+        &uri(Module::Keyferry, &b),
+        dir.path(),
+        9,
+    );
+    let back = migrate_all(
+        &uri(Module::Keyferry, &b),
+        &uri(Module::SoftHsm, &c),
+        dir.path(),
+        9,
+    );
+    // Same keys, same proofs where the proof is a check value (signatures are randomised).
+    for ((label, class, first), (_, _, second)) in there.iter().zip(&back) {
+        if !first.starts_with("sign-verify") {
+            assert_eq!(first, second, "{label} {class}");
+        }
+    }
+    let direct = cli::run(
+        &[
+            "verify",
+            "--from",
+            &uri(Module::SoftHsm, &a),
+            "--to",
+            &uri(Module::SoftHsm, &c),
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(direct.code, 0, "{}", direct.stdout);
+}
+
+#[test]
+fn a_thousand_keys_move_and_verify_in_one_run() {
+    let (slot, source) = fresh_token(Module::Keyferry, "thousand-src");
+    let session = user_session(Module::Keyferry, slot);
+    for index in 0..1000u32 {
+        aes_key(
+            &session,
+            &format!("dek-{index:04}"),
+            &index.to_be_bytes(),
+            32,
+        );
+    }
+    let (_, destination) = fresh_token(Module::Keyferry, "thousand-dst");
+    let dir = work_dir();
+    let started = Instant::now();
+    migrate_all(
+        &uri(Module::Keyferry, &source),
+        &uri(Module::Keyferry, &destination),
+        dir.path(),
+        1000,
+    );
+    eprintln!(
+        "1000 keys migrated and verified twice in {:?}",
+        started.elapsed()
+    );
+}
+
+fn journal_run(journal: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(journal).ok()?;
+    let first: serde_json::Value = serde_json::from_str(text.lines().next()?).ok()?;
+    first["run"].as_str().map(str::to_owned)
+}
+
+/// xorshift64*, seeded from the clock: random kill moments without an RNG dependency; the
+/// seed is printed so a failure can be replayed.
+struct Moments(u64);
+
+impl Moments {
+    fn next_millis(&mut self, low: u64, high: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        low + self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % (high - low)
+    }
+}
+
+#[test]
+fn sigkill_at_twenty_random_moments_loses_nothing_and_duplicates_nothing() {
+    const KEYS: usize = 500;
+    let (slot, source) = fresh_token(Module::SoftHsm, "crash-src");
+    let session = user_session(Module::SoftHsm, slot);
+    for index in 0..KEYS {
+        aes_key(
+            &session,
+            &format!("key-{index:03}"),
+            &(index as u32).to_be_bytes(),
+            16 + 8 * (index as u64 % 3),
+        );
+    }
+    let (_, destination) = fresh_token(Module::Keyferry, "crash-dst");
+    let (from, to) = (
+        uri(Module::SoftHsm, &source),
+        uri(Module::Keyferry, &destination),
+    );
+    let dir = work_dir();
+    let journal = dir.path().join("crash.journal");
+    let journal_arg = journal.to_str().unwrap().to_owned();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill moments seed {seed:#x}");
+    let mut moments = Moments(seed);
+    let mut kills = 0;
+    let mut attempts = 0;
+    while kills < 20 {
+        attempts += 1;
+        assert!(attempts < 200, "could not land 20 kills");
+        let args: Vec<String> = match journal_run(&journal) {
+            Some(run) => vec![
+                "migrate".into(),
+                "--resume".into(),
+                run,
+                "--journal".into(),
+                journal_arg.clone(),
+            ],
+            None => vec![
+                "migrate".into(),
+                "--from".into(),
+                from.clone(),
+                "--to".into(),
+                to.clone(),
+                "--journal".into(),
+                journal_arg.clone(),
+            ],
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = cli::spawn(&args, dir.path());
+        std::thread::sleep(Duration::from_millis(moments.next_millis(20, 2500)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
+        }
+    }
+    let run = journal_run(&journal).expect("a journal after 20 kills");
+    let finished = cli::run(
+        &[
+            "migrate",
+            "--resume",
+            &run,
+            "--journal",
+            &journal_arg,
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(finished.code, 0, "{}\n{}", finished.stdout, finished.stderr);
+    let statuses = finished.statuses();
+    assert_eq!(statuses.len(), KEYS);
+    assert!(
+        statuses
+            .iter()
+            .all(|(_, _, status)| matches!(status.as_str(), "moved" | "present" | "done-earlier")),
+        "{statuses:?}"
+    );
+    let inventory = cli::run(&["inventory", &to, "--json"], dir.path());
+    let labels: Vec<String> = inventory
+        .json("object")
+        .iter()
+        .map(|object| object["label"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(labels.len(), KEYS, "objects on the destination");
+    assert_eq!(
+        labels.iter().collect::<HashSet<_>>().len(),
+        KEYS,
+        "duplicates on the destination"
+    );
+    let verified = cli::run(&["verify", "--from", &from, "--to", &to], dir.path());
+    assert_eq!(verified.code, 0, "{}", verified.stdout);
+    eprintln!("{kills} kills in {attempts} attempts");
+}
+
+#[test]
+fn a_destination_key_with_another_value_is_a_conflict_and_left_untouched() {
+    let (source_slot, source) = fresh_token(Module::Keyferry, "conflict-src");
+    let (destination_slot, destination) = fresh_token(Module::SoftHsm, "conflict-dst");
+    let source_session = user_session(Module::Keyferry, source_slot);
+    aes_key(&source_session, "shared-name", &[9], 32);
+    aes_key(&source_session, "moves-fine", &[10], 32);
+    let destination_session = user_session(Module::SoftHsm, destination_slot);
+    let theirs = aes_key(&destination_session, "shared-name", &[9], 32);
+    let before = destination_session
+        .encrypt(&Mechanism::AesEcb, theirs, &[0u8; 16])
+        .unwrap();
+    let dir = work_dir();
+    let (from, to) = (
+        uri(Module::Keyferry, &source),
+        uri(Module::SoftHsm, &destination),
+    );
+    let plan = cli::run(&["plan", "--from", &from, "--to", &to], dir.path());
+    assert_eq!(plan.code, 3, "{}", plan.stdout);
+    assert!(
+        plan.stdout
+            .contains("conflict  secret AES \"shared-name\" id 09"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("present on the destination with a different value"),
+        "{}",
+        plan.stdout
+    );
+    let outcome = cli::run(
+        &["migrate", "--from", &from, "--to", &to, "--json"],
+        dir.path(),
+    );
+    assert_eq!(outcome.code, 3, "{}", outcome.stdout);
+    let mut statuses = outcome.statuses();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            (
+                "moves-fine".to_owned(),
+                "secret".to_owned(),
+                "moved".to_owned()
+            ),
+            (
+                "shared-name".to_owned(),
+                "secret".to_owned(),
+                "conflict".to_owned()
+            ),
+        ]
+    );
+    let after = destination_session
+        .encrypt(&Mechanism::AesEcb, theirs, &[0u8; 16])
+        .unwrap();
+    assert_eq!(before, after, "the destination key changed");
+}
+
+#[test]
+fn keys_that_cannot_move_are_refused_with_the_attribute_and_the_remedy() {
+    let (slot, source) = fresh_token(Module::Keyferry, "refuse-src");
+    let session = user_session(Module::Keyferry, slot);
+    let base = |label: &str, id: u8| {
+        vec![
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(vec![id]),
+            Attribute::ValueLen(32.into()),
+            Attribute::Encrypt(true),
+            Attribute::Sensitive(true),
+        ]
+    };
+    let mut bound = base("hsm-bound", 1);
+    bound.push(Attribute::Extractable(false));
+    session.generate_key(&Mechanism::AesKeyGen, &bound).unwrap();
+    let mut trusted_only = base("trusted-only", 2);
+    trusted_only.extend([
+        Attribute::Extractable(true),
+        Attribute::WrapWithTrusted(true),
+    ]);
+    session
+        .generate_key(&Mechanism::AesKeyGen, &trusted_only)
+        .unwrap();
+    let (_, destination) = fresh_token(Module::SoftHsm, "refuse-dst");
+    let dir = work_dir();
+    let (from, to) = (
+        uri(Module::Keyferry, &source),
+        uri(Module::SoftHsm, &destination),
+    );
+    let plan = cli::run(
+        &["plan", "--from", &from, "--to", &to, "--json"],
+        dir.path(),
+    );
+    assert_eq!(plan.code, 3, "{}", plan.stderr);
+    let objects = plan.json("object");
+    assert_eq!(objects.len(), 2);
+    assert_eq!(objects[0]["label"], "hsm-bound");
+    assert_eq!(objects[0]["status"], "refuse");
+    assert_eq!(objects[0]["blame"], "CKA_EXTRACTABLE");
+    assert!(objects[0]["remedy"]
+        .as_str()
+        .unwrap()
+        .contains("domain clone"));
+    assert!(objects[0]["remedy"]
+        .as_str()
+        .unwrap()
+        .contains("keyferry rekey"));
+    assert_eq!(objects[1]["label"], "trusted-only");
+    assert_eq!(objects[1]["blame"], "CKA_WRAP_WITH_TRUSTED");
+    assert!(objects[1]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("CKA_TRUSTED"));
+    let migrate = cli::run(&["migrate", "--from", &from, "--to", &to], dir.path());
+    assert_eq!(migrate.code, 3, "{}", migrate.stdout);
+    let inventory = cli::run(&["inventory", &to, "--json"], dir.path());
+    assert!(inventory.json("object").is_empty(), "{}", inventory.stdout);
+}
