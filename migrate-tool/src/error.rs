@@ -30,6 +30,8 @@ pub enum MigrateError {
         uri: String,
         /// The return code name.
         rv: String,
+        /// The environment variable the PIN may come from.
+        pin_env: String,
     },
     /// The PKCS#11 module cannot be loaded or initialised.
     #[error("module {}: {reason}", path.display())]
@@ -77,8 +79,8 @@ impl MigrateError {
                 "pass the journal a run wrote (keyferry-RUN.journal in the directory it ran in) with --journal"
                     .to_owned(),
             ),
-            Self::Login { who, .. } => Some(format!(
-                "check the PIN source for {who}: pin-source=file:PATH in the URI, or the environment variable"
+            Self::Login { who, pin_env, .. } => Some(format!(
+                "check the PIN for {who}: pin-source=file:PATH in the URI, {pin_env}, or the prompt; every wrong PIN counts towards the token's lockout"
             )),
             Self::Module { .. } => Some(
                 "give module-path=PATH in the URI (SoftHSMv2: /usr/lib/softhsm/libsofthsm2.so), or set KEYFERRY_MODULE"

@@ -200,7 +200,7 @@ fn stdout_error(err: std::io::Error) -> MigrateError {
 }
 
 fn inventory(args: &InventoryArgs) -> Result<u8, MigrateError> {
-    let uri = parse_uri("the token", &args.uri)?;
+    let uri = parse_uri("URI", &args.uri)?;
     let selection = Selection::new(&args.select)?;
     let mut modules = Modules::default();
     let opened = token::open(

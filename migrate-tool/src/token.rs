@@ -242,6 +242,7 @@ pub fn open(
                     who: who.to_owned(),
                     uri: uri.to_string(),
                     rv: names::cryptoki_rv(&err).unwrap_or_else(|| err.to_string()),
+                    pin_env: pin_env.to_owned(),
                 });
             }
         }

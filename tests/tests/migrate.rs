@@ -17,7 +17,7 @@ use keyferry_tests::cli::{self, aes_key, uri};
 use keyferry_tests::{fresh_token, user_session, Module};
 
 /// The key set every direction carries: AES-128/192/256, a 20-byte generic secret, RSA-2048
-/// and P-256 pairs and a certificate; nine objects.
+/// and P-256 pairs, a certificate and a data object; ten objects.
 fn populate(session: &Session) {
     aes_key(session, "aes-128", &[1], 16);
     aes_key(session, "aes-192", &[2], 24);
@@ -83,6 +83,16 @@ fn populate(session: &Session) {
             Attribute::SerialNumber(samples::bytes(samples::RSA_CERTIFICATE_SERIAL)),
         ])
         .expect("certificate");
+    session
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Label(b"app-config".to_vec()),
+            Attribute::Application(b"keyferry-tests".to_vec()),
+            Attribute::Value(b"endpoint=https://kms.example\n".to_vec()),
+        ])
+        .expect("data object");
 }
 
 fn work_dir() -> tempfile::TempDir {
@@ -95,7 +105,19 @@ fn work_dir() -> tempfile::TempDir {
 /// Migrates `from` → `to` and checks every object moved and verifies; returns the verify
 /// report's check values by label and class.
 fn migrate_all(from: &str, to: &str, dir: &Path, expected: usize) -> Vec<(String, String, String)> {
-    let outcome = cli::run(&["migrate", "--from", from, "--to", to, "--json"], dir);
+    migrate_with(from, to, dir, expected, &[])
+}
+
+fn migrate_with(
+    from: &str,
+    to: &str,
+    dir: &Path,
+    expected: usize,
+    extra: &[&str],
+) -> Vec<(String, String, String)> {
+    let mut args = vec!["migrate", "--from", from, "--to", to, "--json"];
+    args.extend_from_slice(extra);
+    let outcome = cli::run(&args, dir);
     assert_eq!(
         outcome.code, 0,
         "migrate failed:\n{}\n{}",
@@ -140,9 +162,9 @@ fn direction(source: Module, destination: Module) {
         &uri(source, &source_label),
         &uri(destination, &destination_label),
         dir.path(),
-        9,
+        10,
     );
-    assert_eq!(proofs.len(), 9);
+    assert_eq!(proofs.len(), 10);
     // A rerun of a finished migration changes nothing.
     let again = cli::run(
         &[
@@ -168,7 +190,7 @@ fn direction(source: Module, destination: Module) {
         &["inventory", &uri(destination, &destination_label), "--json"],
         dir.path(),
     );
-    assert_eq!(inventory.json("object").len(), 9, "{}", inventory.stdout);
+    assert_eq!(inventory.json("object").len(), 10, "{}", inventory.stdout);
 }
 
 #[test]
@@ -202,13 +224,13 @@ fn a_round_trip_softhsm_keyferry_softhsm_keeps_every_check_value() {
         &uri(Module::SoftHsm, &a),
         &uri(Module::Keyferry, &b),
         dir.path(),
-        9,
+        10,
     );
     let back = migrate_all(
         &uri(Module::Keyferry, &b),
         &uri(Module::SoftHsm, &c),
         dir.path(),
-        9,
+        10,
     );
     // Same keys, same proofs where the proof is a check value (signatures are randomised).
     for ((label, class, first), (_, _, second)) in there.iter().zip(&back) {
@@ -492,4 +514,178 @@ fn keys_that_cannot_move_are_refused_with_the_attribute_and_the_remedy() {
     assert_eq!(migrate.code, 3, "{}", migrate.stdout);
     let inventory = cli::run(&["inventory", &to, "--json"], dir.path());
     assert!(inventory.json("object").is_empty(), "{}", inventory.stdout);
+}
+
+fn forced(source: Module, destination: Module, transport: &str, detail: &str) {
+    let (slot, from) = fresh_token(source, "forced-src");
+    populate(&user_session(source, slot));
+    let (_, to) = fresh_token(destination, "forced-dst");
+    let dir = work_dir();
+    let (from, to) = (uri(source, &from), uri(destination, &to));
+    let plan = cli::run(
+        &[
+            "plan",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--transport",
+            transport,
+            "--json",
+        ],
+        dir.path(),
+    );
+    let header = &plan.json("plan")[0];
+    assert_eq!(
+        header["transport"]["agreement"], transport,
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(header["transport"]["detail"], detail, "{}", plan.stdout);
+    migrate_with(&from, &to, dir.path(), 10, &["--transport", transport]);
+}
+
+#[test]
+fn rsa_aes_key_wrap_carries_everything_between_keyferry_tokens() {
+    forced(Module::Keyferry, Module::Keyferry, "rsa-aes", "SHA-256");
+}
+
+#[test]
+fn an_rsa_oaep_transport_key_carries_everything_from_softhsm_to_keyferry() {
+    forced(Module::SoftHsm, Module::Keyferry, "rsa-oaep", "SHA-1");
+}
+
+#[test]
+fn an_rsa_oaep_transport_key_carries_everything_from_keyferry_to_softhsm() {
+    forced(Module::Keyferry, Module::SoftHsm, "rsa-oaep", "SHA-1");
+}
+
+#[test]
+fn rsa_aes_between_tokens_that_lack_it_is_refused_with_the_reason() {
+    let (slot, from) = fresh_token(Module::SoftHsm, "no-rsa-aes-src");
+    aes_key(&user_session(Module::SoftHsm, slot), "kek", &[1], 32);
+    let (_, to) = fresh_token(Module::Keyferry, "no-rsa-aes-dst");
+    let dir = work_dir();
+    let outcome = cli::run(
+        &[
+            "plan",
+            "--from",
+            &uri(Module::SoftHsm, &from),
+            "--to",
+            &uri(Module::Keyferry, &to),
+            "--transport",
+            "rsa-aes",
+        ],
+        dir.path(),
+    );
+    assert_eq!(outcome.code, 3, "{}", outcome.stdout);
+    assert!(
+        outcome
+            .stdout
+            .contains("transport: none — CKM_RSA_AES_KEY_WRAP: not on both tokens"),
+        "{}",
+        outcome.stdout
+    );
+}
+
+#[test]
+fn select_patterns_and_uri_filters_choose_the_objects() {
+    let (slot, from) = fresh_token(Module::Keyferry, "select-src");
+    populate(&user_session(Module::Keyferry, slot));
+    let (_, to) = fresh_token(Module::Keyferry, "select-dst");
+    let dir = work_dir();
+    let (from, to) = (uri(Module::Keyferry, &from), uri(Module::Keyferry, &to));
+    let labels = |outcome: &cli::Outcome| {
+        let mut labels: Vec<String> = outcome
+            .statuses()
+            .into_iter()
+            .map(|(label, class, _)| format!("{label}/{class}"))
+            .collect();
+        labels.sort();
+        labels
+    };
+    let by_glob = cli::run(
+        &[
+            "plan",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--select",
+            "label=aes-*",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        labels(&by_glob),
+        ["aes-128/secret", "aes-192/secret", "aes-256/secret"]
+    );
+    let by_class = cli::run(
+        &[
+            "plan",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--select",
+            "class=private",
+            "--select",
+            "id=04",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        labels(&by_class),
+        ["ec-p256/private", "hmac-20/secret", "rsa-2048/private"]
+    );
+    let by_uri = format!(
+        "{};type=cert{}",
+        &from[..from.find('?').unwrap()],
+        &from[from.find('?').unwrap()..]
+    );
+    let by_type = cli::run(
+        &["plan", "--from", &by_uri, "--to", &to, "--json"],
+        dir.path(),
+    );
+    assert_eq!(labels(&by_type), ["rsa-cert/cert"]);
+    let dry = cli::run(
+        &[
+            "migrate",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--dry-run",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(dry.statuses().len(), 10);
+    let inventory = cli::run(&["inventory", &to, "--json"], dir.path());
+    assert!(
+        inventory.json("object").is_empty(),
+        "--dry-run wrote {}",
+        inventory.stdout
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "--dry-run wrote a journal"
+    );
+}
+
+#[test]
+fn the_demo_runs_on_keyferry_and_from_softhsm() {
+    let dir = work_dir();
+    for args in [&["demo"][..], &["demo", "--softhsm"][..]] {
+        let outcome = cli::run(args, dir.path());
+        assert_eq!(
+            outcome.code, 0,
+            "{args:?}\n{}\n{}",
+            outcome.stdout, outcome.stderr
+        );
+        assert!(outcome.stdout.contains("11 verified"), "{}", outcome.stdout);
+    }
 }
