@@ -186,7 +186,8 @@ impl Object {
 
     /// Key size in bits where the token says (VALUE_LEN, MODULUS_BITS, curve).
     pub fn bits(&self) -> Option<u64> {
-        if let Some(len) = self.ulong(CKA_VALUE_LEN) {
+        // SoftHSMv2 reports CKA_VALUE_LEN 0 on keys it unwrapped: unknown, not empty.
+        if let Some(len) = self.ulong(CKA_VALUE_LEN).filter(|&len| len > 0) {
             return Some(len * 8);
         }
         if let Some(bits) = self.ulong(CKA_MODULUS_BITS) {

@@ -313,7 +313,11 @@ fn make_plan(
     let mut source_profile = transport::probe(source, &source.session, deep);
     let mut destination_profile = transport::probe(destination, &destination.session, deep);
     let mut transport = transport::negotiate(&source_profile, &destination_profile, args.transport);
-    if transport.is_err() && !deep {
+    // Secrets the source would zero-pad go by RSA-OAEP instead, if both tokens do it.
+    let padded = objects
+        .iter()
+        .any(|object| plan::needs_direct(object, &source_profile, &destination_profile));
+    if (transport.is_err() || padded) && !deep {
         source_profile = transport::probe(source, &source.session, true);
         destination_profile = transport::probe(destination, &destination.session, true);
         transport = transport::negotiate(&source_profile, &destination_profile, args.transport);

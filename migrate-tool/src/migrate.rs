@@ -102,7 +102,7 @@ pub fn execute(
         }
     }
     let needs_link = planned.iter().any(|entry| entry.action == Action::Move);
-    let link = match (&plan.transport, needs_link) {
+    let mut link = match (&plan.transport, needs_link) {
         (Ok(transport), true) => Some(
             Link::establish(source, destination, transport.clone()).map_err(|reason| {
                 MigrateError::Pkcs11 {
@@ -113,6 +113,15 @@ pub fn execute(
         ),
         _ => None,
     };
+    if let Some(link) = &mut link
+        && planned.iter().any(|entry| entry.direct.is_some())
+    {
+        link.enable_direct()
+            .map_err(|reason| MigrateError::Pkcs11 {
+                context: "making the RSA key for exact-length secrets".to_owned(),
+                reason,
+            })?;
+    }
     if let Ok(transport) = &plan.transport {
         journal.append(&Line::Transport {
             transport: serde_json::to_value(transport).unwrap_or_default(),
@@ -213,16 +222,21 @@ fn carry(
     let raw = &destination.module.raw;
     let handle = if entry.action == Action::Move {
         let link = link.ok_or("no transport key")?;
-        let blob = link
-            .wrap(&entry.object)
-            .map_err(|err| format!("wrapping on the source: {err}"))?;
+        let blob = match &entry.direct {
+            Some(hash) => link.wrap_direct(&entry.object, hash),
+            None => link.wrap(&entry.object),
+        }
+        .map_err(|err| format!("wrapping on the source: {err}"))?;
         journal
             .step(&key, &describe, State::Wrapped)
             .map_err(|err| err.to_string())?;
         // One attempt only: the template holds nothing the destination's profile refuses,
         // and a failed attempt can leave an empty object behind (SoftHSMv2).
-        link.unwrap(&blob, &template)
-            .map_err(|err| format!("unwrapping on the destination: {err}"))?
+        match &entry.direct {
+            Some(hash) => link.unwrap_direct(&blob, &template, hash),
+            None => link.unwrap(&blob, &template),
+        }
+        .map_err(|err| format!("unwrapping on the destination: {err}"))?
     } else {
         raw.create_object(&destination.session, &template)
             .map_err(|err| format!("creating on the destination: {err}"))?

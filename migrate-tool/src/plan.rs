@@ -10,7 +10,7 @@ use crate::check::{self, Kcv, Method};
 use crate::error::MigrateError;
 use crate::inventory::{self, Identity, Object};
 use crate::names;
-use crate::p11raw::Read;
+use crate::p11raw::{RawValue, Read};
 use crate::token::Token;
 use crate::transport::{Profile, Transport};
 
@@ -73,6 +73,10 @@ pub struct Entry {
     pub kcv: Option<Kcv>,
     /// The predicted attribute matrix (move, copy).
     pub matrix: Matrix,
+    /// Wrap this secret with RSA-OAEP (this hash) straight to the destination's RSA key
+    /// instead of RFC 5649: the source's RFC 5649 would zero-pad it (SoftHSMv2) and the
+    /// destination could not trim it back, so the key would arrive longer than it left.
+    pub direct: Option<String>,
 }
 
 /// The plan for a run.
@@ -230,6 +234,7 @@ pub fn plan(
             blame: None,
             remedy: None,
             matrix: Matrix::default(),
+            direct: None,
             object,
         };
         decide(
@@ -353,6 +358,18 @@ fn decide(
             return Ok(());
         }
     }
+    if let Ok(transport) = transport
+        && needs_direct(&entry.object, source_profile, destination_profile)
+        && transport.agreement != crate::transport::KekAgreement::RsaAes
+    {
+        let destination_hashes = destination_profile.oaep_hashes.clone().unwrap_or_default();
+        entry.direct = source_profile
+            .oaep_hashes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|hash| destination_hashes.contains(hash));
+    }
     entry.matrix = predict(
         entry,
         source_profile,
@@ -475,6 +492,19 @@ pub fn verify_private(
     }
 }
 
+/// Whether a secret would arrive zero-padded by the source's RFC 5649 with no way for the
+/// destination to trim it (SoftHSMv2 to SoftHSMv2 with a 20-byte HMAC key, for one).
+pub fn needs_direct(
+    object: &Object,
+    source_profile: &Profile,
+    destination_profile: &Profile,
+) -> bool {
+    object.class == CKO_SECRET_KEY
+        && object.ulong(CKA_VALUE_LEN).is_some_and(|len| len % 8 != 0)
+        && source_profile.rfc5649_zero_pads
+        && !destination_profile.generic_value_len
+}
+
 /// Attributes the token sets itself, and what an unwrap or create does to them.
 fn predict(
     entry: &Entry,
@@ -521,14 +551,11 @@ fn predict(
                 .changed
                 .push("CKA_KEY_GEN_MECHANISM: unavailable on an unwrapped key".to_owned());
         }
-        let pads = source_profile.rfc5649_zero_pads
+        if entry.direct.is_none()
             && transport.is_some_and(|t| t.agreement != crate::transport::KekAgreement::RsaAes)
-            && object.class == CKO_SECRET_KEY;
-        if pads
-            && object.ulong(CKA_VALUE_LEN).is_some_and(|len| len % 8 != 0)
-            && !destination_profile.generic_value_len
+            && needs_direct(object, source_profile, destination_profile)
         {
-            matrix.changed.push("CKA_VALUE_LEN: zero-padded to whole 64-bit blocks by the source's RFC 5649, and the destination takes no CKA_VALUE_LEN to trim it".to_owned());
+            matrix.changed.push("CKA_VALUE_LEN: zero-padded to whole 64-bit blocks by the source's RFC 5649; the destination takes no CKA_VALUE_LEN to trim it and no RSA-OAEP hash works on both tokens".to_owned());
         }
     }
     if object.flag(CKA_TRUSTED) == Some(true) {
@@ -542,6 +569,23 @@ fn predict(
         );
     }
     matrix
+}
+
+/// Why a token-set attribute differs on the destination.
+fn why_changed(kind: CK_ATTRIBUTE_TYPE, theirs: &[u8]) -> &'static str {
+    match kind {
+        CKA_UNIQUE_ID => "assigned by the destination",
+        CKA_LOCAL | CKA_ALWAYS_SENSITIVE | CKA_NEVER_EXTRACTABLE | CKA_KEY_GEN_MECHANISM => {
+            "the destination did not generate the key (it was unwrapped or created)"
+        }
+        CKA_CHECK_VALUE if theirs.is_empty() => {
+            "empty on the destination (SoftHSMv2 computes none for unwrapped keys)"
+        }
+        CKA_VALUE_LEN if theirs.iter().all(|&byte| byte == 0) => {
+            "the destination reports 0 (SoftHSMv2 records none for unwrapped keys)"
+        }
+        _ => "set by the destination",
+    }
 }
 
 /// The destination's attributes compared with the source's, after the move.
@@ -561,13 +605,15 @@ pub fn actual(source: &Object, destination: &Object) -> Matrix {
                 matrix.preserved.push(name);
             }
             (Some(Read::Value(a)), Some(Read::Value(b))) if a == b => {}
+            (Some(Read::Value(_)), Some(Read::Value(RawValue::Bytes(theirs)))) => {
+                matrix
+                    .changed
+                    .push(format!("{name}: {}", why_changed(kind, theirs)));
+            }
             (Some(Read::Value(_)), Some(Read::Value(_))) => {
-                let why = if kind == CKA_UNIQUE_ID {
-                    "assigned by the destination"
-                } else {
-                    "set by the destination"
-                };
-                matrix.changed.push(format!("{name}: {why}"));
+                matrix
+                    .changed
+                    .push(format!("{name}: set by the destination"));
             }
             (Some(Read::Value(_)), Some(Read::Failed(rv))) => {
                 matrix.dropped.push(format!(

@@ -100,7 +100,10 @@ impl ObjectReport {
         report.reason = entry.reason.clone();
         report.remedy = entry.remedy.clone();
         report.transport = match entry.action {
-            crate::plan::Action::Move => transport.map(Transport::describe),
+            crate::plan::Action::Move => match &entry.direct {
+                Some(hash) => Some(format!("rsa-oaep({hash}) direct, exact length")),
+                None => transport.map(Transport::describe),
+            },
             crate::plan::Action::Copy => Some("create (public attributes)".to_owned()),
             _ => None,
         };

@@ -530,6 +530,8 @@ pub struct Link<'a> {
     destination_kek: Option<ObjectHandle>,
     source_scratch: Vec<ObjectHandle>,
     destination_scratch: Vec<ObjectHandle>,
+    /// The destination's ephemeral RSA key: its public half on the source, its private half.
+    rsa: Option<(ObjectHandle, ObjectHandle)>,
 }
 
 impl Drop for Link<'_> {
@@ -571,6 +573,7 @@ impl<'a> Link<'a> {
             destination_kek: None,
             source_scratch: Vec::new(),
             destination_scratch: Vec::new(),
+            rsa: None,
         };
         let (src, dst) = (&source.session, &destination.session);
         match link.transport.agreement {
@@ -606,30 +609,7 @@ impl<'a> Link<'a> {
                 link.check_equal_keks()?;
             }
             KekAgreement::RsaAes | KekAgreement::RsaOaep => {
-                let (public, private) = rsa_pair(dst)
-                    .map_err(|err| format!("destination: {}", names::cryptoki_error(&err)))?;
-                link.destination_scratch.extend([public, private]);
-                let attributes = dst
-                    .get_attributes(
-                        public,
-                        &[
-                            cryptoki::object::AttributeType::Modulus,
-                            cryptoki::object::AttributeType::PublicExponent,
-                        ],
-                    )
-                    .map_err(|err| names::cryptoki_error(&err))?;
-                let mut imported = vec![
-                    Attribute::Class(ObjectClass::PUBLIC_KEY),
-                    Attribute::KeyType(KeyType::RSA),
-                    Attribute::Token(false),
-                    Attribute::Wrap(true),
-                    Attribute::Encrypt(true),
-                ];
-                imported.extend(attributes);
-                let source_public = src
-                    .create_object(&imported)
-                    .map_err(|err| format!("source: {}", names::cryptoki_error(&err)))?;
-                link.source_scratch.push(source_public);
+                let (source_public, private) = link.rsa_channel()?;
                 if link.transport.agreement == KekAgreement::RsaAes {
                     link.source_kek = Some(source_public);
                     link.destination_kek = Some(private);
@@ -670,6 +650,75 @@ impl<'a> Link<'a> {
             }
         }
         Ok(link)
+    }
+
+    /// An ephemeral RSA-2048 pair on the destination (private half unwraps) with its public
+    /// half imported on the source (wraps); made once per link.
+    fn rsa_channel(&mut self) -> Result<(ObjectHandle, ObjectHandle), String> {
+        if let Some(channel) = self.rsa {
+            return Ok(channel);
+        }
+        let (src, dst) = (&self.source.session, &self.destination.session);
+        let (public, private) =
+            rsa_pair(dst).map_err(|err| format!("destination: {}", names::cryptoki_error(&err)))?;
+        self.destination_scratch.extend([public, private]);
+        let attributes = dst
+            .get_attributes(
+                public,
+                &[
+                    cryptoki::object::AttributeType::Modulus,
+                    cryptoki::object::AttributeType::PublicExponent,
+                ],
+            )
+            .map_err(|err| names::cryptoki_error(&err))?;
+        let mut imported = vec![
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(false),
+            Attribute::Wrap(true),
+            Attribute::Encrypt(true),
+        ];
+        imported.extend(attributes);
+        let source_public = src
+            .create_object(&imported)
+            .map_err(|err| format!("source: {}", names::cryptoki_error(&err)))?;
+        self.source_scratch.push(source_public);
+        self.rsa = Some((source_public, private));
+        Ok((source_public, private))
+    }
+
+    /// Readies RSA-OAEP wrapping straight to the destination's RSA key, for secrets the
+    /// source's RFC 5649 would zero-pad (see `Entry::direct`).
+    pub fn enable_direct(&mut self) -> Result<(), String> {
+        self.rsa_channel().map(|_| ())
+    }
+
+    /// Wraps a secret on the source with RSA-OAEP (`hash`) under the destination's RSA key.
+    pub fn wrap_direct(&self, object: &Object, hash: &str) -> Result<Vec<u8>, RawError> {
+        let (source_public, _) = self.rsa.ok_or_else(|| no_kek("C_WrapKey"))?;
+        self.source.module.raw.wrap_key(
+            &self.source.session,
+            &oaep(hash),
+            source_public,
+            object.handle,
+        )
+    }
+
+    /// Unwraps an RSA-OAEP blob on the destination.
+    pub fn unwrap_direct(
+        &self,
+        blob: &[u8],
+        template: &[RawAttribute],
+        hash: &str,
+    ) -> Result<ObjectHandle, RawError> {
+        let (_, private) = self.rsa.ok_or_else(|| no_kek("C_UnwrapKey"))?;
+        self.destination.module.raw.unwrap_key(
+            &self.destination.session,
+            &oaep(hash),
+            private,
+            blob,
+            template,
+        )
     }
 
     fn keks(&self) -> Result<(ObjectHandle, ObjectHandle), String> {

@@ -125,6 +125,39 @@ fn migrate_with(
     );
     let statuses = outcome.statuses();
     assert_eq!(statuses.len(), expected, "{statuses:?}");
+    for object in outcome.json("object") {
+        let preserved: Vec<&str> = object["attributes"]["preserved"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|name| name.as_str().unwrap())
+            .collect();
+        let mut wanted = vec!["CKA_LABEL", "CKA_PRIVATE"];
+        if matches!(object["class"].as_str(), Some("secret" | "private")) {
+            wanted.extend([
+                "CKA_ID",
+                "CKA_SENSITIVE",
+                "CKA_EXTRACTABLE",
+                "CKA_SIGN",
+                "CKA_DECRYPT",
+                "CKA_UNWRAP",
+            ]);
+        }
+        for attribute in wanted {
+            assert!(
+                preserved.contains(&attribute),
+                "{attribute} not preserved: {object}"
+            );
+        }
+        // SoftHSMv2 zero-pads a 20-byte key under RFC 5649: it must travel another way.
+        if object["label"] == "hmac-20" && outcome.stdout.contains("\"rfc5649_zero_pads\":true") {
+            let transport = object["transport"].as_str().unwrap();
+            let exact = transport.contains("direct")
+                || transport.contains("KWP")
+                || transport.contains("rsa-aes");
+            assert!(exact, "{object}");
+        }
+    }
     for (label, class, status) in &statuses {
         let wanted = if matches!(class.as_str(), "secret" | "private") {
             "moved"
