@@ -57,17 +57,47 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Create a new token file (mode 0600) holding `record`; fails if it exists.
+    ///
+    /// The file is built under a hidden name and linked into place complete, so another
+    /// process scanning the directory never meets a token without its schema.
     pub fn create(path: &Path, record: &TokenRecord) -> Result<Self, StorageError> {
         let io = |source| StorageError::Io {
             path: path.display().to_string(),
             source,
         };
+        let file_name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let partial = path.with_file_name(format!(".{file_name}.partial"));
+        // A partial file is only ever left by a crash during an earlier create.
+        let _ = std::fs::remove_file(&partial);
         OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(path)
+            .open(&partial)
             .map_err(io)?;
+        let built = Self::build(&partial, record).and_then(|()| {
+            std::fs::File::open(&partial)
+                .and_then(|file| file.sync_all())
+                .map_err(io)?;
+            // hard_link, unlike rename, refuses to replace an existing token.
+            std::fs::hard_link(&partial, path).map_err(io)
+        });
+        let _ = std::fs::remove_file(&partial);
+        built?;
+        if let Some(dir) = path.parent()
+            && let Ok(dir) = std::fs::File::open(dir)
+        {
+            let _ = dir.sync_all();
+        }
+        Self::open(path)
+    }
+
+    /// Writes the schema, the token record and the user PIN into a fresh file; the
+    /// connection closes at the end, which folds the WAL back into the file.
+    fn build(path: &Path, record: &TokenRecord) -> Result<(), StorageError> {
         let mut store = Self::connect(path)?;
         let tx = store.conn.transaction()?;
         tx.execute_batch(SCHEMA)?;
@@ -89,7 +119,7 @@ impl SqliteStore {
         if let Some(user) = &record.user {
             store.put_pin(Role::User, user, &record.master_key_check)?;
         }
-        Ok(store)
+        Ok(())
     }
 
     /// Open an existing token file, checking its schema version.
