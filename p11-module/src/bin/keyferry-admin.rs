@@ -1,11 +1,17 @@
 //! keyferry-admin: create, list and delete keyferry tokens without a PKCS#11 client.
 //! PINs come from files, environment variables or a terminal prompt, never from argv.
+//! The master-key ceremony (key parts for custodians) lives in `parts`.
+
+// Beside this file, not in src/bin/ itself, where cargo would take it for a binary.
+#[path = "keyferry_admin/parts.rs"]
+mod parts;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use keyferry_core::store::keys::Key256;
 use keyferry_core::token::Module;
 use keyferry_core::{Config, Error};
 use pkcs11_sys::*;
@@ -26,9 +32,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List every slot: its token, serial, PIN state and master-key check value.
+    /// List every slot: its token, serial, PIN state and domain (master-key check value).
     ShowSlots,
     /// Create a token on the free slot, or re-initialise an existing one (destroying its objects).
+    ///
+    /// A new token gets a random master key; with --split-master-key N that key is also
+    /// written as N key parts, one file per custodian, and --master-key-part FILE ... (all N
+    /// parts) creates another token with the same master key: the same domain. Tokens of a
+    /// domain print the same master-key check value.
     InitToken {
         /// Use the free (uninitialised) slot.
         #[arg(long, conflicts_with = "token")]
@@ -46,6 +57,18 @@ enum Command {
         /// without any of them the user PIN is left unset].
         #[arg(long, value_name = "FILE")]
         pin_file: Option<PathBuf>,
+        /// Split the new token's master key into N key parts (2 to 16), written to
+        /// --parts-dir as part-1.key ... part-N.key; with --free only.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(parts::PART_COUNTS))]
+        split_master_key: Option<u8>,
+        /// Directory for the key-part files (created 0700 if missing; existing part files
+        /// are never overwritten).
+        #[arg(long, value_name = "DIR")]
+        parts_dir: Option<PathBuf>,
+        /// A key-part file; repeat for every part of the split to create a token with the
+        /// master key they make up; with --free only.
+        #[arg(long, value_name = "FILE")]
+        master_key_part: Vec<PathBuf>,
     },
     /// Delete a token file and everything in it; needs its SO PIN.
     DeleteToken {
@@ -56,6 +79,62 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         so_pin_file: Option<PathBuf>,
     },
+}
+
+/// Where a new token's master key comes from.
+enum MasterKey {
+    /// A random key, as C_InitToken makes.
+    Random,
+    /// A random key, also written as this many parts to a directory.
+    Split { total: u8, dir: PathBuf },
+    /// The key these part files make up.
+    FromParts(Vec<PathBuf>),
+}
+
+impl MasterKey {
+    fn choose(
+        token: Option<&str>,
+        split_master_key: Option<u8>,
+        parts_dir: Option<PathBuf>,
+        master_key_part: Vec<PathBuf>,
+    ) -> Result<Self, Failure> {
+        let chosen = match (split_master_key, parts_dir, master_key_part.is_empty()) {
+            (Some(_), _, false) => {
+                return Err(Failure::usage(
+                    "--split-master-key and --master-key-part cannot be used together",
+                    "--split-master-key makes a new master key; --master-key-part recreates one from all its parts",
+                ));
+            }
+            (Some(total), Some(dir), true) => Self::Split { total, dir },
+            (Some(_), None, true) => {
+                return Err(Failure::usage(
+                    "--split-master-key needs --parts-dir",
+                    "name the directory the part files go to: --parts-dir DIR",
+                ));
+            }
+            (None, Some(_), _) => {
+                return Err(Failure::usage(
+                    "--parts-dir is only used with --split-master-key",
+                    "add --split-master-key N, or drop --parts-dir",
+                ));
+            }
+            (None, None, false) => Self::FromParts(master_key_part),
+            (None, None, true) => Self::Random,
+        };
+        if let (Some(_), Self::Split { .. } | Self::FromParts(_)) = (token, &chosen) {
+            let flag = match chosen {
+                Self::Split { .. } => "--split-master-key",
+                _ => "--master-key-part",
+            };
+            return Err(Failure::usage(
+                format!(
+                    "{flag} cannot be used with --token: re-initialising a token keeps a random master key"
+                ),
+                format!("create a new token on the free slot: --free {flag} ..."),
+            ));
+        }
+        Ok(chosen)
+    }
 }
 
 /// What went wrong, with a hint and the exit code it earns.
@@ -130,14 +209,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
             label,
             so_pin_file,
             pin_file,
-        } => init_token(
-            &module,
-            free,
-            token.as_deref(),
-            &label,
-            so_pin_file,
-            pin_file,
-        ),
+            split_master_key,
+            parts_dir,
+            master_key_part,
+        } => {
+            let master_key = MasterKey::choose(
+                token.as_deref(),
+                split_master_key,
+                parts_dir,
+                master_key_part,
+            )?;
+            init_token(
+                &module,
+                free,
+                token.as_deref(),
+                &label,
+                so_pin_file,
+                pin_file,
+                master_key,
+            )
+        }
         Command::DeleteToken { token, so_pin_file } => {
             let slot = slot_of(&module, &token)?;
             let so_pin = read_pin(so_pin_file, "KEYFERRY_SO_PIN", "SO PIN", false)?
@@ -151,7 +242,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 
 fn show_slots(module: &Module) -> Result<(), Failure> {
     println!(
-        "{:<6} {:<32} {:<16} {:<14} {:<22} master key",
+        "{:<6} {:<32} {:<16} {:<14} {:<22} domain (master-key check value)",
         "slot", "label", "serial", "state", "user PIN"
     );
     for slot in module.slot_list()? {
@@ -185,6 +276,10 @@ fn show_slots(module: &Module) -> Result<(), Failure> {
     Ok(())
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one argument per init-token flag, as clap parsed them"
+)]
 fn init_token(
     module: &Module,
     free: bool,
@@ -192,6 +287,7 @@ fn init_token(
     label: &str,
     so_pin_file: Option<PathBuf>,
     pin_file: Option<PathBuf>,
+    master_key: MasterKey,
 ) -> Result<(), Failure> {
     if label.len() > 32 {
         return Err(Failure::usage(
@@ -212,20 +308,70 @@ fn init_token(
             ));
         }
     };
+    // Part files are checked before any PIN is asked for, so a ceremony fails early.
+    let combined = match &master_key {
+        MasterKey::Random => None,
+        MasterKey::Split { total, dir } => {
+            parts::check_free(dir, *total)?;
+            None
+        }
+        MasterKey::FromParts(paths) => {
+            let mut read = Vec::with_capacity(paths.len());
+            for path in paths {
+                read.push((path.clone(), parts::read(path)?));
+            }
+            Some(parts::combine(&read)?)
+        }
+    };
     let so_pin = read_pin(so_pin_file, "KEYFERRY_SO_PIN", "SO PIN", true)?.ok_or_else(no_pin(
         "SO PIN",
         "--so-pin-file",
         "KEYFERRY_SO_PIN",
     ))?;
     let user_pin = read_pin(pin_file, "KEYFERRY_PIN", "user PIN", true)?;
-    let mut padded = [b' '; 32];
-    padded[..label.len()].copy_from_slice(label.as_bytes());
-    module.init_token(slot, &so_pin, &padded)?;
+    // A token of a domain gets its domain key object, which belongs to the user.
+    let in_domain = !matches!(master_key, MasterKey::Random);
+    if in_domain && user_pin.is_none() {
+        return Err(Failure::usage(
+            "a token built from master-key parts needs a user PIN: its domain key object is the user's",
+            "pass --pin-file, set KEYFERRY_PIN, or run on a terminal",
+        ));
+    }
+    let written = match (master_key, combined) {
+        (MasterKey::Split { total, dir }, _) => {
+            let (master, split) = parts::split(total)?;
+            // The parts are on disk before the token exists: no token ever has a master
+            // key that its custodians do not hold.
+            let written = parts::write_all(&dir, &split)?;
+            if let Err(err) = create_with_master_key(module, slot, &so_pin, label, &master) {
+                parts::remove(written.iter().map(|part| part.path.as_path()));
+                return Err(err);
+            }
+            written
+        }
+        (_, Some(master)) => {
+            create_with_master_key(module, slot, &so_pin, label, &master)?;
+            Vec::new()
+        }
+        (_, None) => {
+            let mut padded = [b' '; 32];
+            padded[..label.len()].copy_from_slice(label.as_bytes());
+            module.init_token(slot, &so_pin, &padded)?;
+            Vec::new()
+        }
+    };
     if let Some(user_pin) = user_pin {
         let session = module.open_session(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)?;
         let result = module
             .login(session, CKU_SO, &so_pin)
-            .and_then(|()| module.init_pin(session, &user_pin));
+            .and_then(|()| module.init_pin(session, &user_pin))
+            .and_then(|()| module.logout(session))
+            .and_then(|()| match in_domain {
+                true => module
+                    .login(session, CKU_USER, &user_pin)
+                    .and_then(|()| module.ensure_domain_key(session)),
+                false => Ok(()),
+            });
         module.close_session(session)?;
         result?;
     }
@@ -240,7 +386,29 @@ fn init_token(
         })
         .transpose()?
         .unwrap_or_default();
-    println!("token {label:?} initialised in slot {slot}; master key check value {check}");
+    println!("token {label:?} initialised in slot {slot}; domain (master-key check value) {check}");
+    for part in written {
+        println!(
+            "part {} of {}: {} (part check value {})",
+            part.number,
+            part.total,
+            part.path.display(),
+            hex::encode(part.part_check)
+        );
+    }
+    Ok(())
+}
+
+/// Create a token on the free slot with a master key from the ceremony.
+fn create_with_master_key(
+    module: &Module,
+    slot: CK_SLOT_ID,
+    so_pin: &[u8],
+    label: &str,
+    master: &Key256,
+) -> Result<(), Failure> {
+    // C_InitToken's label is blank-padded; the token stores it without the padding.
+    module.create_token_with_master_key(slot, so_pin, label.trim_end_matches(' '), master)?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 mod aes;
 pub mod cipher;
 pub mod digest;
+pub mod domain;
 pub mod ec;
 pub mod eddsa;
 pub mod generic;
@@ -190,6 +191,7 @@ static MECHANISMS: &[(CK_MECHANISM_TYPE, &dyn Mechanism)] = &[
     (CKM_AES_KEY_WRAP, &kw::Rfc3394),
     (CKM_AES_KEY_WRAP_PAD, &kw::Rfc5649), // 0x210A, SoftHSMv2's number
     (CKM_AES_KEY_WRAP_KWP, &kw::Rfc5649), // 0x210B, PKCS#11 3.0's number
+    (domain::CKM_KEYFERRY_DOMAIN_WRAP, &domain::DomainWrap),
     (CKM_AES_ECB_ENCRYPT_DATA, &aes::EncryptData { cbc: false }),
     (CKM_AES_CBC_ENCRYPT_DATA, &aes::EncryptData { cbc: true }),
     (CKM_AES_CMAC, &CmacMechanism { general: false }),

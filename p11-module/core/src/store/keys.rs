@@ -62,6 +62,16 @@ impl Key256 {
         Ok(Self(okm))
     }
 
+    /// The domain key: HKDF-SHA256 of the master key with its own label. Tokens built
+    /// from the same key parts derive the same one (`mech::domain`).
+    pub fn domain_key(&self) -> Result<Self> {
+        let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(None, self.0.as_ref());
+        let mut okm = Zeroizing::new([0u8; 32]);
+        hkdf.expand(b"keyferry domain wrap key v1", okm.as_mut())
+            .map_err(|_| Error::General("HKDF output length".into()))?;
+        Ok(Self(okm))
+    }
+
     /// AES-256-GCM seal: a random nonce, then ciphertext and tag.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let cipher = Aes256Gcm::new_from_slice(self.0.as_ref())

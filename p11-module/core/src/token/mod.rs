@@ -480,6 +480,20 @@ impl Module {
         state.set_login(wanted, &master)
     }
 
+    /// Gives the token its domain key object (`mech::domain`) if it has none; the user
+    /// must be logged in. `keyferry-admin` calls it for tokens built from master-key parts:
+    /// a token with a random master key is a domain of one and needs none.
+    pub fn ensure_domain_key(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
+        let session = self.session(handle)?;
+        session.require_rw()?;
+        let mut state = session.token.lock()?;
+        state.refresh()?;
+        if state.login != Login::User {
+            return Err(Error::UserNotLoggedIn);
+        }
+        state.ensure_domain_key(&|| self.next_handle())
+    }
+
     /// `C_Logout`: the keys and secrets go, and with them every cryptographic operation
     /// of the application's sessions on the token.
     pub fn logout(&self, handle: CK_SESSION_HANDLE) -> Result<()> {

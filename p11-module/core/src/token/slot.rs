@@ -9,13 +9,14 @@ use pkcs11_sys::*;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::mech::domain;
 use crate::store::keys::{self, Key256};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
     ObjectId, PinRecord, Query, Role, Storage, StorageError, StoredObject, TokenRecord,
 };
 use crate::token::attr::{self, Attribute, Value};
-use crate::token::object::Object;
+use crate::token::object::{Object, Origin};
 
 /// Who is logged in to a token, for the whole application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,6 +208,58 @@ impl TokenState {
         // Cached objects were loaded without secrets; reload them with.
         self.cache.clear();
         Ok(())
+    }
+
+    /// The domain key (`mech::domain`), while someone is logged in.
+    pub fn domain_key(&self) -> Result<Key256> {
+        self.master
+            .as_ref()
+            .ok_or(Error::UserNotLoggedIn)?
+            .domain_key()
+    }
+
+    /// Makes the token's domain key object if it has none: read-only, non-extractable,
+    /// usable only with `CKM_KEYFERRY_DOMAIN_WRAP`. Its CKA_CHECK_VALUE names the domain
+    /// (equal on every token of one domain).
+    pub fn ensure_domain_key(&mut self, next_handle: &dyn Fn() -> CK_OBJECT_HANDLE) -> Result<()> {
+        let wanted = [
+            Attribute::new(CKA_CLASS, Value::ulong(CKO_SECRET_KEY)),
+            Attribute::new(CKA_LABEL, Value::bytes(domain::DOMAIN_KEY_LABEL.to_vec())),
+        ];
+        if !self.find(&wanted, next_handle)?.is_empty() {
+            return Ok(());
+        }
+        let flag = |kind, value| Attribute::new(kind, Value::bool(value));
+        let mut template = wanted.to_vec();
+        template.extend([
+            Attribute::new(CKA_KEY_TYPE, Value::ulong(CKK_AES)),
+            Attribute::new(CKA_ID, Value::bytes(b"keyferry-domain".to_vec())),
+            Attribute::new(
+                CKA_ALLOWED_MECHANISMS,
+                Value::bytes(domain::CKM_KEYFERRY_DOMAIN_WRAP.to_ne_bytes().to_vec()),
+            ),
+            flag(CKA_TOKEN, true),
+            flag(CKA_PRIVATE, true),
+            flag(CKA_SENSITIVE, true),
+            flag(CKA_EXTRACTABLE, false),
+            flag(CKA_MODIFIABLE, false),
+            flag(CKA_COPYABLE, false),
+            flag(CKA_DESTROYABLE, false),
+            flag(CKA_ENCRYPT, false),
+            flag(CKA_DECRYPT, false),
+            flag(CKA_SIGN, false),
+            flag(CKA_VERIFY, false),
+            flag(CKA_DERIVE, false),
+            flag(CKA_WRAP, true),
+            flag(CKA_UNWRAP, true),
+        ]);
+        let origin = Origin::Generate(domain::CKM_KEYFERRY_DOMAIN_WRAP);
+        let mut object = Object::from_template(&template, &[], origin, false)?;
+        let key = self.domain_key()?;
+        object.put(CKA_VALUE, Value::bytes(key.expose().to_vec()));
+        object.finish(origin)?;
+        self.add_object(object, CK_INVALID_HANDLE, next_handle)
+            .map(|_| ())
     }
 
     /// `C_Logout`: wipe the keys and every decrypted secret, invalidate handles to private

@@ -5,7 +5,7 @@ use pkcs11_sys::*;
 
 use crate::error::{Error, Result};
 use crate::mech::params::Parameter;
-use crate::mech::{self, Mechanism, pkcs8};
+use crate::mech::{self, Mechanism, domain, pkcs8};
 use crate::token::Module;
 use crate::token::attr::{Attribute, Value};
 use crate::token::crypto::{Output, allowed, fixed_output, key_class};
@@ -183,7 +183,57 @@ fn strip_der_padding(material: &mut Vec<u8>) {
     }
 }
 
+/// The domain key, if `kek` is this token's domain key object; `not_it` otherwise.
+fn domain_key_of(
+    session: &crate::token::session::Session,
+    kek: &Object,
+    not_it: Error,
+) -> Result<crate::store::keys::Key256> {
+    let domain_key = session.token.lock()?.domain_key()?;
+    let same: bool = kek
+        .bytes(CKA_VALUE)
+        .is_some_and(|value| subtle::ConstantTimeEq::ct_eq(value, &domain_key.expose()[..]).into());
+    if same { Ok(domain_key) } else { Err(not_it) }
+}
+
+/// What a domain clone's caller may choose: where it lives and what it is called.
+const CLONE_CHOICES: [CK_ATTRIBUTE_TYPE; 3] = [CKA_TOKEN, CKA_LABEL, CKA_ID];
+
 impl Module {
+    /// C_UnwrapKey with `CKM_KEYFERRY_DOMAIN_WRAP`: the object exactly as it was wrapped
+    /// (LOCAL, ALWAYS_SENSITIVE, NEVER_EXTRACTABLE, KEY_GEN_MECHANISM included) with a new
+    /// CKA_UNIQUE_ID. The template may set CKA_TOKEN, CKA_LABEL and CKA_ID; any other
+    /// attribute it names must equal the wrapped one.
+    fn domain_unwrap(
+        &self,
+        session: &crate::token::session::Session,
+        kek: &Object,
+        blob: &[u8],
+        template: &[Attribute],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let domain_key = domain_key_of(session, kek, Error::UnwrappingKeyTypeInconsistent)?;
+        let encoded = domain::open(&domain_key, blob)?;
+        let mut attributes =
+            crate::token::attr::decode(&encoded).ok_or(Error::WrappedKeyInvalid)?;
+        for given in template {
+            match attributes
+                .iter_mut()
+                .find(|wrapped| wrapped.kind == given.kind)
+            {
+                Some(wrapped) if CLONE_CHOICES.contains(&given.kind) => {
+                    wrapped.value = given.value.clone();
+                }
+                Some(wrapped) if wrapped.value == given.value => {}
+                None if CLONE_CHOICES.contains(&given.kind) => attributes.push(given.clone()),
+                _ => return Err(Error::TemplateInconsistent(given.kind)),
+            }
+        }
+        let object = Object::from_stored(attributes).map_err(|_| Error::WrappedKeyInvalid)?;
+        let mut state = session.token.lock()?;
+        state.refresh()?;
+        self.add(session, &mut state, object)
+    }
+
     /// C_WrapKey: the blob, with the length-query protocol.
     pub fn wrap_key(
         &self,
@@ -200,6 +250,25 @@ impl Module {
         check_role_key(&kek, wrapping_role(), mechanism, kind)?;
         check_opt_in(&kek, kind)?;
         let key = self.object_as(&session, key, Error::KeyHandleInvalid)?;
+        if kind == domain::CKM_KEYFERRY_DOMAIN_WRAP {
+            parameter.none()?;
+            let domain_key = domain_key_of(&session, &kek, Error::WrappingKeyTypeInconsistent)?;
+            if key.is_locked() {
+                return Err(Error::UserNotLoggedIn);
+            }
+            // Every attribute travels, secrets and policy included; the clone gets its own
+            // CKA_UNIQUE_ID.
+            let attributes: Vec<Attribute> = key
+                .attributes()
+                .filter(|(kind, _)| *kind != CKA_UNIQUE_ID)
+                .map(|(kind, value)| Attribute::new(kind, value.clone()))
+                .collect();
+            let encoded = zeroize::Zeroizing::new(crate::token::attr::encode(&attributes));
+            let blob = domain::seal(&domain_key, &encoded)?;
+            return Ok(
+                fixed_output(blob.len(), capacity).unwrap_or_else(|| Output::Data(blob.into()))
+            );
+        }
         check_wrappable(&key, &kek)?;
         let material = match key.class() {
             CKO_PRIVATE_KEY => pkcs8::encode(&key)?,
@@ -226,6 +295,10 @@ impl Module {
         let kek = self.object_as(&session, unwrapping_key, Error::UnwrappingKeyHandleInvalid)?;
         check_role_key(&kek, unwrapping_role(), mechanism, kind)?;
         check_opt_in(&kek, kind)?;
+        if kind == domain::CKM_KEYFERRY_DOMAIN_WRAP {
+            parameter.none()?;
+            return self.domain_unwrap(&session, &kek, blob, template);
+        }
         let template = with_template_of(template, &kek, CKA_UNWRAP_TEMPLATE)?;
         let class = template
             .iter()
