@@ -15,7 +15,7 @@ use crate::p11raw::{RawAttribute, RawValue};
 use crate::plan::{self, Action, Entry, Plan};
 use crate::report::ObjectReport;
 use crate::token::Token;
-use crate::transport::{Link, Profile};
+use crate::transport::{KekAgreement, Link, Profile};
 
 /// How a run behaves.
 #[derive(Clone, Copy, Debug, Default)]
@@ -218,7 +218,13 @@ fn carry(
 ) -> Result<(String, Object), String> {
     let key = entry.identity.key();
     let describe = entry.identity.describe();
-    let template = destination_template(entry, destination_profile);
+    let domain_clone = link.is_some_and(|link| link.transport.agreement == KekAgreement::Domain);
+    // A domain clone recreates the object from its blob; the template only places it.
+    let template = if domain_clone && entry.action == Action::Move {
+        vec![RawAttribute::flag(CKA_TOKEN, true)]
+    } else {
+        destination_template(entry, destination_profile)
+    };
     let raw = &destination.module.raw;
     let handle = if entry.action == Action::Move {
         let link = link.ok_or("no transport key")?;

@@ -8,6 +8,13 @@ use cryptoki_sys::{CK_ATTRIBUTE_TYPE, CK_KEY_TYPE, CK_MECHANISM_TYPE, CK_OBJECT_
 /// CKM_AES_KEY_WRAP_KWP, PKCS#11 3.0's number for RFC 5649 (SoftHSMv2 uses 0x210A).
 pub const CKM_AES_KEY_WRAP_KWP: CK_MECHANISM_TYPE = 0x210B;
 
+/// keyferry's same-root clone mechanism: CKM_VENDOR_DEFINED | "KF" | 1 (README.md).
+pub const CKM_KEYFERRY_DOMAIN_WRAP: CK_MECHANISM_TYPE =
+    cryptoki_sys::CKM_VENDOR_DEFINED | 0x4b46_0001;
+
+/// CKA_LABEL of a keyferry token's domain key object.
+pub const DOMAIN_KEY_LABEL: &str = "keyferry-domain-key";
+
 /// "CKR_PIN_INCORRECT" for 0xA0.
 pub fn rv(rv: CK_RV) -> String {
     match Rv::from(rv) {
@@ -69,6 +76,7 @@ pub fn attribute(kind: CK_ATTRIBUTE_TYPE) -> String {
 pub fn mechanism(kind: CK_MECHANISM_TYPE) -> String {
     match kind {
         CKM_AES_KEY_WRAP_KWP => "CKM_AES_KEY_WRAP_KWP".to_owned(),
+        CKM_KEYFERRY_DOMAIN_WRAP => "CKM_KEYFERRY_DOMAIN_WRAP".to_owned(),
         cryptoki_sys::CKM_RSA_AES_KEY_WRAP => "CKM_RSA_AES_KEY_WRAP".to_owned(),
         _ => match MechanismType::try_from(kind) {
             Ok(mechanism) => mechanism.to_string(),

@@ -12,7 +12,7 @@ use crate::inventory::{self, Identity, Object};
 use crate::names;
 use crate::p11raw::{RawValue, Read};
 use crate::token::Token;
-use crate::transport::{Profile, Transport};
+use crate::transport::{KekAgreement, Profile, Transport};
 
 /// What happens to one source object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -182,12 +182,22 @@ fn uri_selects(token: &Token, object: &Object) -> bool {
         })
 }
 
+/// A keyferry token's domain key: every token of a domain has its own, so it never moves.
+fn is_domain_key(object: &Object) -> bool {
+    object.class == CKO_SECRET_KEY
+        && object.label() == names::DOMAIN_KEY_LABEL
+        && object.bytes(CKA_ALLOWED_MECHANISMS)
+            == Some(&names::CKM_KEYFERRY_DOMAIN_WRAP.to_ne_bytes()[..])
+}
+
 /// The selected source objects, by label, then CKA_ID, then secret, private, public, cert,
 /// data: a stable order, whatever order the token lists them in.
 pub fn selected(source: &Token, selection: &Selection) -> Result<Vec<Object>, MigrateError> {
     let mut objects: Vec<Object> = inventory::list(source)?
         .into_iter()
-        .filter(|object| uri_selects(source, object) && selection.selects(object))
+        .filter(|object| {
+            !is_domain_key(object) && uri_selects(source, object) && selection.selects(object)
+        })
         .collect();
     let rank = |class| match class {
         CKO_SECRET_KEY => 0,
@@ -304,7 +314,11 @@ fn decide(
         return compare_existing(source, destination, entry, &existing);
     }
     entry.action = if wrapped { Action::Move } else { Action::Copy };
-    if wrapped {
+    let domain_clone = transport
+        .as_ref()
+        .is_ok_and(|transport| transport.agreement == KekAgreement::Domain);
+    // A domain clone carries any key; the other transports only extractable ones.
+    if wrapped && !domain_clone {
         let object = &entry.object;
         if object.flag(CKA_EXTRACTABLE) == Some(false) {
             refuse(
@@ -360,7 +374,10 @@ fn decide(
     }
     if let Ok(transport) = transport
         && needs_direct(&entry.object, source_profile, destination_profile)
-        && transport.agreement != crate::transport::KekAgreement::RsaAes
+        && !matches!(
+            transport.agreement,
+            KekAgreement::RsaAes | KekAgreement::Domain
+        )
     {
         let destination_hashes = destination_profile.oaep_hashes.clone().unwrap_or_default();
         entry.direct = source_profile
@@ -530,7 +547,9 @@ fn predict(
             Some(Read::Sensitive | Read::Absent) | None => {}
         }
     }
-    if entry.action == Action::Move {
+    let domain_clone =
+        transport.is_some_and(|transport| transport.agreement == KekAgreement::Domain);
+    if entry.action == Action::Move && !domain_clone {
         for (kind, now) in [
             (CKA_LOCAL, "false"),
             (CKA_ALWAYS_SENSITIVE, "false"),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::check::raw_point;
 use crate::inventory::Object;
 use crate::names::{self, CKM_AES_KEY_WRAP_KWP};
-use crate::p11raw::{RawAttribute, RawError, RawMechanism};
+use crate::p11raw::{RawAttribute, RawError, RawMechanism, RawValue, Read};
 use crate::templates::{self, Refusal};
 use crate::token::Token;
 
@@ -39,6 +39,9 @@ pub struct Profile {
     pub refusals: Vec<Refusal>,
     /// A generic secret's unwrap template may carry CKA_VALUE_LEN (to trim zero padding).
     pub generic_value_len: bool,
+    /// The check value of the token's keyferry domain key, when it has one: tokens with
+    /// equal values share a master key.
+    pub domain: Option<String>,
 }
 
 impl Profile {
@@ -146,7 +149,10 @@ fn transport_kek_template(wrap: bool) -> Vec<Attribute> {
 /// Probes `token` with throwaway session keys; `deep` also probes RSA (OAEP, RSA-AES).
 pub fn probe(token: &Token, session: &Session, deep: bool) -> Profile {
     let raw = &token.module.raw;
-    let mut profile = Profile::default();
+    let mut profile = Profile {
+        domain: domain_key(token, session).map(|(_, check)| check),
+        ..Profile::default()
+    };
     let mut scratch = Scratch::new(session);
     let kek = session.generate_key(
         &Mechanism::AesKeyGen,
@@ -270,6 +276,37 @@ fn probe_rsa(token: &Token, session: &Session, scratch: &mut Scratch, profile: &
     profile.rsa_aes = Some(rsa_aes);
 }
 
+/// The token's keyferry domain key and its check value (hex), if it has one.
+pub fn domain_key(token: &Token, session: &Session) -> Option<(ObjectHandle, String)> {
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(names::DOMAIN_KEY_LABEL.as_bytes().to_vec()),
+        ])
+        .ok()?;
+    found.into_iter().find_map(|handle| {
+        let allowed = token
+            .module
+            .raw
+            .attribute(session, handle, CKA_ALLOWED_MECHANISMS)
+            .ok()?;
+        let check = token
+            .module
+            .raw
+            .attribute(session, handle, CKA_CHECK_VALUE)
+            .ok()?;
+        match (allowed, check) {
+            (Read::Value(RawValue::Bytes(allowed)), Read::Value(RawValue::Bytes(check)))
+                if allowed == names::CKM_KEYFERRY_DOMAIN_WRAP.to_ne_bytes()
+                    && !check.is_empty() =>
+            {
+                Some((handle, hex::encode(check)))
+            }
+            _ => None,
+        }
+    })
+}
+
 /// OAEP hashes, best first.
 const OAEP_HASHES: [(CK_MECHANISM_TYPE, CK_ULONG, &str); 2] = [
     (CKM_SHA256, CKG_MGF1_SHA256, "SHA-256"),
@@ -381,6 +418,10 @@ fn derive(
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum KekAgreement {
+    /// Same-root domain clone (CKM_KEYFERRY_DOMAIN_WRAP under each token's domain key):
+    /// both tokens hold the same master key, and every object moves with every attribute,
+    /// non-extractable keys included.
+    Domain,
     /// ECDH on P-256 between two ephemeral key pairs: no transport key is ever extractable.
     Ecdh,
     /// CKM_RSA_AES_KEY_WRAP to an ephemeral RSA key of the destination.
@@ -408,6 +449,7 @@ impl Transport {
     /// "ecdh(CKD_NULL) + CKM_AES_KEY_WRAP_PAD → CKM_AES_KEY_WRAP_KWP".
     pub fn describe(&self) -> String {
         let agreement = match self.agreement {
+            KekAgreement::Domain => "domain-clone",
             KekAgreement::Ecdh => "ecdh",
             KekAgreement::RsaAes => "rsa-aes",
             KekAgreement::RsaOaep => "rsa-oaep",
@@ -428,6 +470,7 @@ fn mechanism_number(name: &str) -> CK_MECHANISM_TYPE {
         "CKM_AES_KEY_WRAP_KWP" => CKM_AES_KEY_WRAP_KWP,
         "CKM_AES_KEY_WRAP_PAD" => CKM_AES_KEY_WRAP_PAD,
         "CKM_RSA_AES_KEY_WRAP" => CKM_RSA_AES_KEY_WRAP,
+        "CKM_KEYFERRY_DOMAIN_WRAP" => names::CKM_KEYFERRY_DOMAIN_WRAP,
         _ => CKM_AES_KEY_WRAP,
     }
 }
@@ -441,6 +484,26 @@ pub fn negotiate(
 ) -> Result<Transport, String> {
     let allowed = |agreement| forced.is_none_or(|only| only == agreement);
     let mut passed_over = Vec::new();
+    if allowed(KekAgreement::Domain) {
+        match (&source.domain, &destination.domain) {
+            (Some(here), Some(there)) if here == there => {
+                return Ok(Transport {
+                    agreement: KekAgreement::Domain,
+                    detail: format!("domain {here}"),
+                    wrap: names::mechanism(names::CKM_KEYFERRY_DOMAIN_WRAP),
+                    unwrap: names::mechanism(names::CKM_KEYFERRY_DOMAIN_WRAP),
+                    reason: "same-root domain clone: both tokens hold the same master key, so every key moves with every attribute, non-extractable ones included".to_owned(),
+                });
+            }
+            (Some(_), Some(_)) => {
+                passed_over.push("domain clone: the tokens belong to different domains".to_owned())
+            }
+            _ => passed_over.push(
+                "domain clone: not both tokens are keyferry tokens built from master-key parts"
+                    .to_owned(),
+            ),
+        }
+    }
     let object_wrap = match (source.kwp(), destination.kwp()) {
         (Some(wrap), Some(unwrap)) => Some((names::mechanism(wrap), names::mechanism(unwrap))),
         _ if source.rfc3394 && destination.rfc3394 => {
@@ -577,6 +640,15 @@ impl<'a> Link<'a> {
         };
         let (src, dst) = (&source.session, &destination.session);
         match link.transport.agreement {
+            KekAgreement::Domain => {
+                // The domain keys are the tokens' own objects: used, never destroyed.
+                let (source_key, _) =
+                    domain_key(source, src).ok_or("the source has no domain key")?;
+                let (destination_key, _) =
+                    domain_key(destination, dst).ok_or("the destination has no domain key")?;
+                link.source_kek = Some(source_key);
+                link.destination_kek = Some(destination_key);
+            }
             KekAgreement::Ecdh => {
                 let kdf = if link.transport.detail == "CKD_SHA256_KDF" {
                     CKD_SHA256_KDF

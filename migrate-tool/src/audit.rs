@@ -1,0 +1,903 @@
+//! The audit log: an append-only, hash-chained JSON-lines record of every state-changing step.
+//!
+//! Each line is one [`Entry`]: what happened ([`Event`]), when, by whom, on which host, its
+//! place in the chain (`seq`) and two hashes. Only descriptive strings go in: the API takes no
+//! key material, PIN or wrapped blob, so none can reach the file.
+//!
+//! # Hashing rule
+//!
+//! `hash` is the lowercase hex SHA-256 of the entry written as compact JSON (serde_json, no
+//! whitespace, its string escaping: `"`, `\` and control characters only, other characters as
+//! UTF-8) with `hash` set to the empty string, keys in this order:
+//!
+//! ```text
+//! seq, time, user, host, action, token, objects, result, run, prev, hash
+//! ```
+//!
+//! Put another way: take a line as written, drop its `\n`, replace the final
+//! `"hash":"<64 hex digits>"` with `"hash":""` and hash those bytes. `prev` is the previous
+//! entry's `hash`, 64 zeros for `seq` 1. A line must be byte for byte that serialization: an
+//! added key, reordered keys or changed spacing count as an edit even when the hash still
+//! matches, because the hash alone would not cover them.
+//!
+//! # What the chain catches, and what it cannot
+//!
+//! Anyone who edits, reorders, inserts or deletes a line without rewriting every line after it
+//! breaks the chain, and [`verify`] names the first bad line. Deleting the last lines, or
+//! rewriting the whole chain (the hash has no key), leaves a chain that verifies: only a head
+//! hash kept somewhere else (a ticket, the run report) catches that, via `expect_head`.
+//!
+//! One writer at a time: [`AuditLog::append`] continues a chain another writer extended
+//! between its appends, but two processes appending at the same instant fork the chain.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// `prev` of the first entry, and the head of an empty log.
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Why a log with a torn last line does not verify.
+const TORN: &str = "incomplete: the last line has no newline (a write was cut off); \
+                    keyferry removes it the next time it opens the log for appending";
+
+/// Why the audit log cannot be read, trusted or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// A line is not what the chain requires: the log was edited, reordered or cut.
+    #[error("audit log line {line}: {reason}")]
+    Broken {
+        /// The first bad line, 1-based.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The chain verifies but does not end where it should.
+    #[error(
+        "audit log ends at hash {found}, expected {expected}: \
+         entries were deleted from its end or the chain was rewritten"
+    )]
+    HeadMismatch {
+        /// The head recorded elsewhere (or last written by this process).
+        expected: String,
+        /// The head the file has.
+        found: String,
+    },
+    /// The log cannot be opened, read or written.
+    #[error("audit log {}: {source}", path.display())]
+    Io {
+        /// The log file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// What happened, as the caller describes it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Event {
+    /// What was done, e.g. "migrate.create", "retire.destroy", "rekey.generate".
+    pub action: String,
+    /// The token's URI (without a PIN) or description.
+    pub token: String,
+    /// Descriptions or ids of the objects concerned.
+    pub objects: Vec<String>,
+    /// "ok", or the error text.
+    pub result: String,
+    /// The run id, when there is one.
+    pub run: Option<String>,
+}
+
+/// One line of the log: the event plus its place in the chain.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    /// 1, 2, 3 ... with no gaps.
+    pub seq: u64,
+    /// RFC 3339 UTC with seconds, e.g. "2026-11-26T13:49:17Z".
+    pub time: String,
+    /// The login name from the environment: descriptive, not proof of identity.
+    pub user: String,
+    /// The host name.
+    pub host: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: Event,
+    /// `hash` of the previous entry; 64 zeros for `seq` 1.
+    pub prev: String,
+    /// Hex SHA-256 of this entry with `hash` set to "" (see the module doc).
+    pub hash: String,
+}
+
+/// An audit log open for appending, positioned at the head of its chain.
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    /// The file's length after this handle's last read or write: if it differs at the next
+    /// append, someone else wrote in between.
+    len: u64,
+    last_seq: u64,
+    last_hash: String,
+    user: String,
+    host: String,
+}
+
+impl AuditLog {
+    /// Opens (creating with mode 0600 if missing) and reads the chain's head; an existing log
+    /// whose chain does not verify is refused ([`AuditError::Broken`]) so nothing is appended
+    /// to a tampered log. A torn final line without '\n' (crash mid-append) is truncated away
+    /// (to just after the last '\n'), once the lines before it verify.
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| io_error(path, source))?;
+        let head = read_chain(path, BufReader::new(&file), 0)?;
+        if head.torn_line.is_some() {
+            // `append` returns only after sync_data, so a line without its newline was never
+            // acknowledged to anyone: it goes, and the next entry starts on a line of its own.
+            file.set_len(head.complete_len)
+                .and_then(|()| file.sync_data())
+                .map_err(|source| io_error(path, source))?;
+        }
+        if head.complete_len == 0 {
+            sync_parent_dir(path);
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            len: head.complete_len,
+            last_seq: head.entries,
+            last_hash: head.hash,
+            user: user_name(),
+            host: host_name(),
+        })
+    }
+
+    /// Appends one entry, write_all + sync_data before returning; returns the entry.
+    pub fn append(&mut self, event: Event) -> Result<Entry, AuditError> {
+        self.catch_up()?;
+        let mut entry = Entry {
+            // Cannot overflow: `last_seq` counts lines that were read or written.
+            seq: self.last_seq + 1,
+            time: rfc3339_utc(now_seconds()),
+            user: self.user.clone(),
+            host: self.host.clone(),
+            event,
+            prev: self.last_hash.clone(),
+            hash: String::new(),
+        };
+        entry.hash = chain_hash(&entry).map_err(|err| io_error(&self.path, err.into()))?;
+        let mut line =
+            serde_json::to_vec(&entry).map_err(|err| io_error(&self.path, err.into()))?;
+        line.push(b'\n');
+        if let Err(source) = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data())
+        {
+            // Take back a partial line so the next entry does not run into it; the caller
+            // learns that this one was not recorded.
+            let _ = self.file.set_len(self.len);
+            return Err(io_error(&self.path, source));
+        }
+        self.len += line.len() as u64;
+        self.last_seq = entry.seq;
+        self.last_hash.clone_from(&entry.hash);
+        Ok(entry)
+    }
+
+    /// The log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Another handle (or process) may have appended since this one last wrote: continue its
+    /// chain instead of forking it, but only if our own last entry is still where we left it.
+    fn catch_up(&mut self) -> Result<(), AuditError> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|source| io_error(&self.path, source))?
+            .len();
+        if len == self.len {
+            return Ok(());
+        }
+        // Reads follow the file position; O_APPEND writes go to the end whatever it is.
+        (&self.file)
+            .seek(SeekFrom::Start(0))
+            .map_err(|source| io_error(&self.path, source))?;
+        let head = read_chain(&self.path, BufReader::new(&self.file), self.last_seq)?;
+        if head.hash_at_mark.as_deref() != Some(self.last_hash.as_str()) {
+            return Err(AuditError::HeadMismatch {
+                expected: self.last_hash.clone(),
+                found: head.hash_at_mark.unwrap_or(head.hash),
+            });
+        }
+        if let Some(line) = head.torn_line {
+            // Unlike at `open`, this may be another writer's line in flight: leave it be.
+            return Err(AuditError::Broken {
+                line,
+                reason: TORN.to_owned(),
+            });
+        }
+        self.len = head.complete_len;
+        self.last_seq = head.entries;
+        self.last_hash = head.hash;
+        Ok(())
+    }
+}
+
+/// What `audit verify` found for an intact log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// How many entries the log holds.
+    pub entries: u64,
+    /// Hash of the last entry, or 64 zeros for an empty log.
+    pub head: String,
+}
+
+/// Checks every line: JSON shape, seq = previous + 1 starting at 1, prev = previous hash, hash
+/// recomputed, line written canonically. `Err(AuditError::Broken { line, reason })` names the
+/// first bad line (1-based) and what is wrong with it.
+///
+/// A chain alone cannot show that its last lines were deleted (nor that the whole chain was
+/// rewritten, as the hash has no key): what remains still verifies. `expect_head`, a head
+/// hash kept outside the log (compared ignoring ASCII case), catches that: when given, the
+/// last entry's hash must equal it, else [`AuditError::HeadMismatch`].
+pub fn verify(path: &Path, expect_head: Option<&str>) -> Result<Verified, AuditError> {
+    let file = File::open(path).map_err(|source| io_error(path, source))?;
+    let head = read_chain(path, BufReader::new(file), 0)?;
+    if let Some(line) = head.torn_line {
+        return Err(AuditError::Broken {
+            line,
+            reason: TORN.to_owned(),
+        });
+    }
+    if let Some(expected) =
+        expect_head.filter(|expected| !expected.eq_ignore_ascii_case(&head.hash))
+    {
+        return Err(AuditError::HeadMismatch {
+            expected: expected.to_owned(),
+            found: head.hash,
+        });
+    }
+    Ok(Verified {
+        entries: head.entries,
+        head: head.hash,
+    })
+}
+
+/// How far a log's chain verifies.
+struct Chain {
+    /// Complete, verified lines.
+    entries: u64,
+    /// Hash of the last of them, or 64 zeros.
+    hash: String,
+    /// Hash of the entry whose seq is the `mark` asked for (64 zeros for mark 0), if present.
+    hash_at_mark: Option<String>,
+    /// Bytes up to and including the last '\n'.
+    complete_len: u64,
+    /// The line number of trailing bytes without a '\n', if any; they are not checked.
+    torn_line: Option<usize>,
+}
+
+/// Reads and checks every complete line, stopping at the first bad one.
+fn read_chain(path: &Path, mut reader: impl BufRead, mark: u64) -> Result<Chain, AuditError> {
+    let mut chain = Chain {
+        entries: 0,
+        hash: GENESIS.to_owned(),
+        hash_at_mark: (mark == 0).then(|| GENESIS.to_owned()),
+        complete_len: 0,
+        torn_line: None,
+    };
+    let mut buffer = Vec::new();
+    let mut line = 0;
+    loop {
+        buffer.clear();
+        let read = reader
+            .read_until(b'\n', &mut buffer)
+            .map_err(|source| io_error(path, source))?;
+        if read == 0 {
+            return Ok(chain);
+        }
+        line += 1;
+        let Some(text) = buffer.strip_suffix(b"\n") else {
+            chain.torn_line = Some(line);
+            return Ok(chain);
+        };
+        let entry = check_line(text, line, chain.entries, &chain.hash)
+            .map_err(|reason| AuditError::Broken { line, reason })?;
+        chain.entries = entry.seq;
+        if entry.seq == mark {
+            chain.hash_at_mark = Some(entry.hash.clone());
+        }
+        chain.hash = entry.hash;
+        chain.complete_len += read as u64;
+    }
+}
+
+/// Checks one line (without its '\n') against the chain so far; the error is the reason.
+fn check_line(text: &[u8], line: usize, last_seq: u64, last_hash: &str) -> Result<Entry, String> {
+    if text.is_empty() {
+        return Err("not an audit entry: the line is empty".to_owned());
+    }
+    let entry: Entry =
+        serde_json::from_slice(text).map_err(|err| format!("not an audit entry: {err}"))?;
+    // Cannot overflow: `last_seq` equals the number of lines already checked.
+    if entry.seq != last_seq + 1 {
+        return Err(if last_seq == 0 {
+            format!(
+                "out of order or a line is missing: the log starts at seq {}, not 1",
+                entry.seq
+            )
+        } else {
+            format!(
+                "out of order or a line is missing: seq {} after {last_seq}",
+                entry.seq
+            )
+        });
+    }
+    if entry.prev != last_hash {
+        return Err(if last_seq == 0 {
+            "prev of the first entry is not 64 zeros".to_owned()
+        } else {
+            format!("prev does not match line {}'s hash", line.saturating_sub(1))
+        });
+    }
+    let hash = chain_hash(&entry).map_err(|err| format!("cannot be re-serialized: {err}"))?;
+    if entry.hash != hash {
+        return Err("edited: hash does not match its contents".to_owned());
+    }
+    let canonical =
+        serde_json::to_vec(&entry).map_err(|err| format!("cannot be re-serialized: {err}"))?;
+    if canonical != text {
+        return Err("edited: not written the way keyferry writes it \
+                    (an added or reordered key, or changed spacing)"
+            .to_owned());
+    }
+    Ok(entry)
+}
+
+/// The hash `entry` must carry: see the module doc.
+fn chain_hash(entry: &Entry) -> Result<String, serde_json::Error> {
+    let unsealed = Entry {
+        hash: String::new(),
+        ..entry.clone()
+    };
+    Ok(hex::encode(Sha256::digest(serde_json::to_vec(&unsealed)?)))
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> AuditError {
+    AuditError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A new log's directory entry must survive a crash too. Best effort: the entries themselves
+/// are synced, and a failure here changes nothing the caller could act on.
+fn sync_parent_dir(path: &Path) {
+    let parent = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty());
+    if let Some(dir) = parent.and_then(|parent| File::open(parent).ok()) {
+        let _ = dir.sync_all();
+    }
+}
+
+fn now_seconds() -> u64 {
+    // A clock before 1970 is broken anyway; the entry then says 1970 rather than failing the
+    // step it records.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// Seconds since the Unix epoch as RFC 3339 UTC, e.g. "2026-11-26T13:49:17Z".
+fn rfc3339_utc(seconds: u64) -> String {
+    let (year, month, day) = civil_from_days(seconds / 86_400);
+    let of_day = seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        of_day / 3_600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
+/// (year, month, day) of a day count since 1970-01-01, proleptic Gregorian: Howard Hinnant's
+/// `civil_from_days` ("chrono-Compatible Low-Level Date Algorithms"), unsigned because the
+/// days are never before 1970.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Count from 0000-03-01 so that each leap day is the last day of its year.
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months from March: 0 is March, 11 is February.
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The login name, from the environment: no libc here, and the field describes, it does not
+/// authenticate.
+fn user_name() -> String {
+    env_value("USER")
+        .or_else(|| env_value("LOGNAME"))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| env_value("HOSTNAME"))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn event(action: &str, object: &str) -> Event {
+        Event {
+            action: action.to_owned(),
+            token: "pkcs11:token=new-root".to_owned(),
+            objects: vec![object.to_owned()],
+            result: "ok".to_owned(),
+            run: Some("7f3a0001".to_owned()),
+        }
+    }
+
+    /// A log of three entries in a fresh directory.
+    fn three(dir: &tempfile::TempDir) -> (PathBuf, Vec<Entry>) {
+        let path = dir.path().join("keyferry-audit.jsonl");
+        let mut log = AuditLog::open(&path).unwrap();
+        let entries = vec![
+            log.append(event("migrate.create", "kek-2024")).unwrap(),
+            log.append(event("migrate.create", "data-key-1")).unwrap(),
+            log.append(event("retire.destroy", "kek-2024")).unwrap(),
+        ];
+        (path, entries)
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn write_lines(path: &Path, lines: &[String]) {
+        let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn broken(result: Result<Verified, AuditError>) -> (usize, String) {
+        match result {
+            Err(AuditError::Broken { line, reason }) => (line, reason),
+            other => panic!("expected Broken, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_fresh_log_verifies_with_its_last_hash_as_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, entries) = three(&dir);
+        assert_eq!(
+            verify(&path, None).unwrap(),
+            Verified {
+                entries: 3,
+                head: entries[2].hash.clone()
+            }
+        );
+        assert_eq!(
+            entries.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(entries[0].prev, GENESIS);
+        assert_eq!(entries[1].prev, entries[0].hash);
+        assert_eq!(entries[2].prev, entries[1].hash);
+        assert_eq!(entries[1].event, event("migrate.create", "data-key-1"));
+        assert_eq!(
+            verify(&path, Some(&entries[2].hash.to_uppercase()))
+                .unwrap()
+                .entries,
+            3
+        );
+    }
+
+    #[test]
+    fn the_hash_follows_the_documented_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, entries) = three(&dir);
+        let second = &lines(&path)[1];
+        assert!(second.starts_with(r#"{"seq":2,"time":""#));
+        let sealed = format!(r#","hash":"{}"}}"#, entries[1].hash);
+        let unsealed = second.replace(&sealed, r#","hash":""}"#);
+        assert_ne!(&unsealed, second);
+        assert_eq!(
+            hex::encode(Sha256::digest(unsealed.as_bytes())),
+            entries[1].hash
+        );
+        assert_eq!(serde_json::from_str::<Entry>(second).unwrap(), entries[1]);
+    }
+
+    #[test]
+    fn an_edited_field_is_found_on_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = three(&dir);
+        let mut text = lines(&path);
+        text[1] = text[1].replace(r#""result":"ok""#, r#""result":"failed""#);
+        write_lines(&path, &text);
+        assert_eq!(
+            broken(verify(&path, None)),
+            (2, "edited: hash does not match its contents".to_owned())
+        );
+    }
+
+    #[test]
+    fn an_added_key_is_an_edit_even_though_the_hash_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = three(&dir);
+        let mut text = lines(&path);
+        text[1] = text[1].replacen('{', r##"{"note":"approved","##, 1);
+        write_lines(&path, &text);
+        assert_eq!(
+            broken(verify(&path, None)),
+            (
+                2,
+                "edited: not written the way keyferry writes it \
+                 (an added or reordered key, or changed spacing)"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn swapped_lines_are_out_of_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = three(&dir);
+        let mut text = lines(&path);
+        text.swap(1, 2);
+        write_lines(&path, &text);
+        assert_eq!(
+            broken(verify(&path, None)),
+            (
+                2,
+                "out of order or a line is missing: seq 3 after 1".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn a_deleted_line_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = three(&dir);
+        let mut text = lines(&path);
+        text.remove(1);
+        write_lines(&path, &text);
+        assert_eq!(
+            broken(verify(&path, None)),
+            (
+                2,
+                "out of order or a line is missing: seq 3 after 1".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn a_deleted_first_line_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = three(&dir);
+        let mut text = lines(&path);
+        text.remove(0);
+        write_lines(&path, &text);
+        assert_eq!(
+            broken(verify(&path, None)),
+            (
+                1,
+                "out of order or a line is missing: the log starts at seq 2, not 1".to_owned()
+            )
+        );
+    }
+
+    /// A line with a correct hash of its own contents, as a forger would write it.
+    fn forged(seq: u64, prev: &str) -> String {
+        let mut entry = Entry {
+            seq,
+            time: "2026-11-26T13:49:17Z".to_owned(),
+            user: "root".to_owned(),
+            host: "vault".to_owned(),
+            event: event("retire.destroy", "audit-evidence"),
+            prev: prev.to_owned(),
+            hash: String::new(),
+        };
+        entry.hash = chain_hash(&entry).unwrap();
+        serde_json::to_string(&entry).unwrap()
+    }
+
+    #[test]
+    fn an_inserted_line_with_the_wrong_prev_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = three(&dir);
+        let mut text = lines(&path);
+        text.insert(1, forged(2, &"ab".repeat(32)));
+        write_lines(&path, &text);
+        assert_eq!(
+            broken(verify(&path, None)),
+            (2, "prev does not match line 1's hash".to_owned())
+        );
+    }
+
+    #[test]
+    fn an_inserted_line_that_fits_before_it_breaks_the_line_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, entries) = three(&dir);
+        let mut text = lines(&path);
+        text.insert(1, forged(2, &entries[0].hash));
+        write_lines(&path, &text);
+        assert_eq!(
+            broken(verify(&path, None)),
+            (
+                3,
+                "out of order or a line is missing: seq 2 after 2".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn a_first_line_with_a_nonzero_prev_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        write_lines(&path, &[forged(1, &"ab".repeat(32))]);
+        assert_eq!(
+            broken(verify(&path, None)),
+            (1, "prev of the first entry is not 64 zeros".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_an_entry_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = three(&dir);
+        let mut text = lines(&path);
+        text[1] = "garbage".to_owned();
+        write_lines(&path, &text);
+        assert_eq!(
+            broken(verify(&path, None)),
+            (
+                2,
+                "not an audit entry: expected value at line 1 column 1".to_owned()
+            )
+        );
+        text[1] = String::new();
+        write_lines(&path, &text);
+        assert_eq!(
+            broken(verify(&path, None)),
+            (2, "not an audit entry: the line is empty".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_deleted_last_line_is_caught_only_by_the_expected_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, entries) = three(&dir);
+        let mut text = lines(&path);
+        text.pop();
+        write_lines(&path, &text);
+        assert_eq!(
+            verify(&path, None).unwrap(),
+            Verified {
+                entries: 2,
+                head: entries[1].hash.clone()
+            }
+        );
+        match verify(&path, Some(&entries[2].hash)) {
+            Err(AuditError::HeadMismatch { expected, found }) => {
+                assert_eq!(expected, entries[2].hash);
+                assert_eq!(found, entries[1].hash);
+            }
+            other => panic!("expected HeadMismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reopening_continues_the_seq_and_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, entries) = three(&dir);
+        let mut log = AuditLog::open(&path).unwrap();
+        assert_eq!(log.path(), path);
+        let fourth = log.append(event("rekey.generate", "kek-2026")).unwrap();
+        assert_eq!(fourth.seq, 4);
+        assert_eq!(fourth.prev, entries[2].hash);
+        assert_eq!(
+            verify(&path, Some(&fourth.hash)).unwrap(),
+            Verified {
+                entries: 4,
+                head: fourth.hash
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_log_is_private_and_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        assert_eq!(log.path(), path);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            verify(&path, Some(GENESIS)).unwrap(),
+            Verified {
+                entries: 0,
+                head: GENESIS.to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn a_torn_last_line_fails_verify_and_is_truncated_by_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, entries) = three(&dir);
+        let intact = std::fs::read(&path).unwrap();
+        let mut torn = intact.clone();
+        torn.extend_from_slice(br#"{"seq":4,"time":"2026-11-"#);
+        std::fs::write(&path, &torn).unwrap();
+        assert_eq!(broken(verify(&path, None)), (4, TORN.to_owned()));
+
+        let mut log = AuditLog::open(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), intact);
+        let fourth = log.append(event("sync.fix", "kek-2024")).unwrap();
+        assert_eq!(fourth.seq, 4);
+        assert_eq!(fourth.prev, entries[2].hash);
+        assert_eq!(verify(&path, None).unwrap().entries, 4);
+    }
+
+    #[test]
+    fn open_refuses_a_tampered_log_and_leaves_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = three(&dir);
+        let mut text = lines(&path);
+        text[1] = text[1].replace(r#""result":"ok""#, r#""result":"failed""#);
+        write_lines(&path, &text);
+        // A torn tail too: a refused log must not be truncated either.
+        let mut tampered = std::fs::read(&path).unwrap();
+        tampered.extend_from_slice(b"{\"seq\":4");
+        std::fs::write(&path, &tampered).unwrap();
+        match AuditLog::open(&path) {
+            Err(AuditError::Broken { line, reason }) => {
+                assert_eq!(line, 2);
+                assert_eq!(reason, "edited: hash does not match its contents");
+            }
+            Err(other) => panic!("expected Broken, got {other:?}"),
+            Ok(_) => panic!("a tampered log was opened"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), tampered);
+    }
+
+    #[test]
+    fn two_handles_take_turns_on_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut first = AuditLog::open(&path).unwrap();
+        let mut second = AuditLog::open(&path).unwrap();
+        let one = first.append(event("migrate.create", "a")).unwrap();
+        let two = second.append(event("retire.destroy", "b")).unwrap();
+        let three = first.append(event("rekey.generate", "c")).unwrap();
+        assert_eq!((one.seq, two.seq, three.seq), (1, 2, 3));
+        assert_eq!(two.prev, one.hash);
+        assert_eq!(three.prev, two.hash);
+        assert_eq!(verify(&path, Some(&three.hash)).unwrap().entries, 3);
+    }
+
+    #[test]
+    fn append_refuses_a_log_cut_behind_its_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut log = AuditLog::open(&path).unwrap();
+        let one = log.append(event("migrate.create", "a")).unwrap();
+        let two = log.append(event("migrate.create", "b")).unwrap();
+        let mut text = lines(&path);
+        text.pop();
+        write_lines(&path, &text);
+        match log.append(event("retire.destroy", "a")) {
+            Err(AuditError::HeadMismatch { expected, found }) => {
+                assert_eq!(expected, two.hash);
+                assert_eq!(found, one.hash);
+            }
+            other => panic!("expected HeadMismatch, got {other:?}"),
+        }
+        assert_eq!(lines(&path), text);
+    }
+
+    #[test]
+    fn messages_are_one_line_and_name_what_failed() {
+        let broken = AuditError::Broken {
+            line: 4,
+            reason: "edited: hash does not match its contents".to_owned(),
+        };
+        assert_eq!(
+            broken.to_string(),
+            "audit log line 4: edited: hash does not match its contents"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("keyferry-audit.jsonl");
+        let err = verify(&missing, None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "audit log {}: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+        let mismatch = AuditError::HeadMismatch {
+            expected: "aa".to_owned(),
+            found: "bb".to_owned(),
+        };
+        assert_eq!(
+            mismatch.to_string(),
+            "audit log ends at hash bb, expected aa: \
+             entries were deleted from its end or the chain was rewritten"
+        );
+    }
+
+    #[test]
+    fn entries_carry_an_rfc3339_utc_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, entries) = three(&dir);
+        let time = entries[0].time.as_bytes();
+        assert_eq!(time.len(), 20);
+        assert_eq!(time[10], b'T');
+        assert_eq!(time.last(), Some(&b'Z'));
+        assert_eq!(
+            (time[4], time[7], time[13], time[16]),
+            (b'-', b'-', b':', b':')
+        );
+        assert!(entries[0].time.as_str() >= "2026-");
+    }
+
+    #[test]
+    fn known_dates_convert() {
+        // Cross-checked with `date -u -d @SECONDS +%Y-%m-%dT%H:%M:%SZ`.
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_795_700_957), "2026-11-26T13:49:17Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_709_251_199), "2024-02-29T23:59:59Z");
+        assert_eq!(rfc3339_utc(4_107_542_400), "2100-03-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(59), (1970, 3, 1));
+    }
+}
