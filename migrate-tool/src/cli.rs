@@ -38,6 +38,9 @@ pub enum Command {
     Verify(PairArgs),
     /// Two throwaway keyferry tokens, sample root and data keys, then plan → migrate → verify.
     Demo(DemoArgs),
+    /// Check the audit log's hash chain: any edited, reordered, inserted or deleted line.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Sets up the demo's tokens (run by `keyferry demo` with the demo's environment).
     #[command(hide = true)]
     DemoSetup(DemoSetupArgs),
@@ -137,6 +140,29 @@ pub struct MigrateArgs {
     /// Print the report a real run would, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The hash-chained audit log every change is appended to.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "KEYFERRY_AUDIT_LOG",
+        default_value = "keyferry-audit.jsonl"
+    )]
+    pub audit_log: PathBuf,
+}
+
+/// `keyferry audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify every line of an audit log; exit 0 when intact, 1 when broken.
+    Verify {
+        /// The log (keyferry-audit.jsonl where the tool ran, or --audit-log's file).
+        #[arg(value_name = "LOG")]
+        log: PathBuf,
+        /// The hash the last entry must have (as printed by an earlier verify or run):
+        /// catches lines deleted from the end, which a chain alone cannot.
+        #[arg(long, value_name = "HASH")]
+        head: Option<String>,
+    },
 }
 
 /// `keyferry demo`.

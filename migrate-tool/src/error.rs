@@ -13,6 +13,9 @@ pub enum MigrateError {
     /// A command-line combination that cannot work.
     #[error("{0}")]
     Usage(String),
+    /// The audit log cannot be opened, trusted or written.
+    #[error("{0}")]
+    Audit(#[from] crate::audit::AuditError),
     /// The journal cannot be read, parsed or written.
     #[error("journal {}: {reason}", path.display())]
     Journal {
@@ -75,6 +78,9 @@ impl MigrateError {
     pub fn hint(&self) -> Option<String> {
         match self {
             Self::Usage(_) => Some("see keyferry --help".to_owned()),
+            Self::Audit(_) => Some(
+                "keyferry audit verify LOG shows the first bad line; move a broken log aside to start a new one".to_owned(),
+            ),
             Self::Journal { .. } => Some(
                 "pass the journal a run wrote (keyferry-RUN.journal in the directory it ran in) with --journal"
                     .to_owned(),
@@ -108,7 +114,7 @@ impl MigrateError {
     /// The exit code this error ends the process with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Pkcs11 { .. } => exit_code::SOME_FAILED,
+            Self::Pkcs11 { .. } | Self::Audit(_) => exit_code::SOME_FAILED,
             Self::Usage(_)
             | Self::Journal { .. }
             | Self::Login { .. }

@@ -1,6 +1,7 @@
 //! `keyferry`: moves root and data keys between PKCS#11 token slots, proves each arrived,
 //! resumes after a crash. One function per command; errors print with a hint.
 
+mod audit;
 mod check;
 mod cli;
 mod demo;
@@ -44,6 +45,9 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate_command(&args),
         Command::Verify(args) => verify_command(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Audit(cli::AuditCommand::Verify { log, head }) => {
+            audit_verify(&log, head.as_deref())
+        }
         Command::DemoSetup(args) => demo::setup(&args),
     };
     match outcome {
@@ -514,6 +518,8 @@ fn migrate_command(args: &MigrateArgs) -> Result<u8, MigrateError> {
             None,
         );
     }
+    // Before the journal: a log that does not verify stops the run with nothing written.
+    let mut audit = audit::AuditLog::open(&args.audit_log)?;
     let (mut journal, done) = if resumed {
         let (journal, recorded) = Journal::resume(&journal_path)?;
         (journal, recorded.states)
@@ -529,21 +535,25 @@ fn migrate_command(args: &MigrateArgs) -> Result<u8, MigrateError> {
         };
         (Journal::create(&journal_path, header)?, Default::default())
     };
+    let options = migrate::Options {
+        fail_fast: args.fail_fast,
+        run: run.clone(),
+    };
     let reports = migrate::execute(
         &source,
         &destination,
         &plan,
         &mut journal,
+        &mut audit,
         &done,
-        migrate::Options {
-            fail_fast: args.fail_fast,
-        },
+        &options,
     )?;
     let counts = report::summary(&reports);
     journal.append(&journal::Line::Finished {
         summary: serde_json::to_value(&counts).unwrap_or_default(),
     })?;
-    let extra = serde_json::json!({"run": run, "journal": journal.path()});
+    let extra =
+        serde_json::json!({"run": run, "journal": journal.path(), "audit_log": audit.path()});
     finish(
         &mut out,
         &source,
@@ -576,8 +586,9 @@ fn finish(
         if let Some(run) = run {
             writeln!(
                 out,
-                "run {run}; journal {}",
-                extra["journal"].as_str().unwrap_or("-")
+                "run {run}; journal {}; audit log {}",
+                extra["journal"].as_str().unwrap_or("-"),
+                extra["audit_log"].as_str().unwrap_or("-")
             )
             .map_err(stdout_error)?;
         }
@@ -619,4 +630,26 @@ fn verify_command(args: &PairArgs) -> Result<u8, MigrateError> {
     } else {
         exit_code::SOME_FAILED
     })
+}
+
+fn audit_verify(log: &std::path::Path, head: Option<&str>) -> Result<u8, MigrateError> {
+    match audit::verify(log, head) {
+        Ok(verified) => {
+            println!(
+                "{}: {} entries, intact; head {}",
+                log.display(),
+                verified.entries,
+                verified.head
+            );
+            Ok(exit_code::DONE)
+        }
+        Err(audit::AuditError::Io { path, source }) => Err(MigrateError::Usage(format!(
+            "audit log {}: {source}",
+            path.display()
+        ))),
+        Err(broken) => {
+            println!("{}: BROKEN: {broken}", log.display());
+            Ok(exit_code::SOME_FAILED)
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use cryptoki_sys::*;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::audit::{AuditLog, Event};
 use crate::error::MigrateError;
 use crate::inventory::{self, Object};
 use crate::journal::{Journal, Line, State};
@@ -18,10 +19,12 @@ use crate::token::Token;
 use crate::transport::{KekAgreement, Link, Profile};
 
 /// How a run behaves.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Stop at the first failed object.
     pub fail_fast: bool,
+    /// The run id, for the audit log.
+    pub run: String,
 }
 
 /// A progress bar on stderr, drawn only on a terminal.
@@ -87,9 +90,21 @@ pub fn execute(
     destination: &Token,
     plan: &Plan,
     journal: &mut Journal,
+    audit: &mut AuditLog,
     done: &HashMap<String, State>,
-    options: Options,
+    options: &Options,
 ) -> Result<Vec<ObjectReport>, MigrateError> {
+    let mut record = |entry: &Entry, result: String, unique_id: Option<&String>| {
+        let mut objects = vec![entry.identity.describe()];
+        objects.extend(unique_id.map(|id| format!("CKA_UNIQUE_ID {id}")));
+        audit.append(Event {
+            action: format!("migrate.{}", entry.action.name()),
+            token: destination.uri.to_string(),
+            objects,
+            result,
+            run: Some(options.run.clone()),
+        })
+    };
     let planned: Vec<&Entry> = plan
         .entries
         .iter()
@@ -179,10 +194,15 @@ pub fn execute(
                             key: key.clone(),
                             object: entry.identity.describe(),
                             state: State::Verified,
-                            proof: Some(proof),
+                            proof: Some(proof.clone()),
                             destination_unique_id: report.destination_unique_id.clone(),
                             error: None,
                         })?;
+                        record(
+                            entry,
+                            format!("ok, verified by {proof}"),
+                            report.destination_unique_id.as_ref(),
+                        )?;
                     }
                     Err(error) => {
                         report.status = "failed".to_owned();
@@ -193,8 +213,9 @@ pub fn execute(
                             state: State::Failed,
                             proof: None,
                             destination_unique_id: None,
-                            error: Some(error),
+                            error: Some(error.clone()),
                         })?;
+                        record(entry, format!("failed: {error}"), None)?;
                         stop = options.fail_fast;
                     }
                 }

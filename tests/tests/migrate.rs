@@ -722,3 +722,60 @@ fn the_demo_runs_on_keyferry_and_from_softhsm() {
         assert!(outcome.stdout.contains("11 verified"), "{}", outcome.stdout);
     }
 }
+
+#[test]
+fn every_change_is_in_the_audit_log_and_an_edited_line_is_caught() {
+    let (slot, from) = fresh_token(Module::Keyferry, "audit-src");
+    let session = user_session(Module::Keyferry, slot);
+    for index in 0..3u8 {
+        aes_key(&session, &format!("audited-{index}"), &[index], 16);
+    }
+    let (_, to) = fresh_token(Module::SoftHsm, "audit-dst");
+    let dir = work_dir();
+    let (from, to) = (uri(Module::Keyferry, &from), uri(Module::SoftHsm, &to));
+    let outcome = cli::run(&["migrate", "--from", &from, "--to", &to], dir.path());
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let log = dir.path().join("keyferry-audit.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for (line, index) in lines.iter().zip(0..) {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(entry["action"], "migrate.move");
+        assert_eq!(entry["seq"], index + 1);
+        assert!(entry["objects"][0]
+            .as_str()
+            .unwrap()
+            .contains(&format!("audited-{index}")));
+        assert!(entry["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("ok, verified by aes-ecb:"));
+    }
+    let verified = cli::run(&["audit", "verify", "keyferry-audit.jsonl"], dir.path());
+    assert_eq!(verified.code, 0, "{}{}", verified.stdout, verified.stderr);
+    assert!(
+        verified.stdout.contains("3 entries, intact"),
+        "{}",
+        verified.stdout
+    );
+    let edited = text
+        .replacen("\"result\":\"ok", "\"result\":\"OK", 2)
+        .replacen("\"result\":\"OK", "\"result\":\"ok", 1);
+    std::fs::write(&log, edited).unwrap();
+    let broken = cli::run(&["audit", "verify", "keyferry-audit.jsonl"], dir.path());
+    assert_eq!(broken.code, 1, "{}", broken.stdout);
+    assert!(
+        broken.stdout.contains("BROKEN: audit log line 2: edited"),
+        "{}",
+        broken.stdout
+    );
+    // Nothing is appended to a log that does not verify.
+    let refused = cli::run(&["migrate", "--from", &from, "--to", &to], dir.path());
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("audit log line 2"),
+        "{}",
+        refused.stderr
+    );
+}
