@@ -36,6 +36,9 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Compare source and destination key by key.
     Verify(PairArgs),
+    /// Rewrap data-key blobs kept outside the tokens from an old KEK to a new one (the
+    /// KEKs may live on different tokens); keys exist in clear only inside tokens.
+    Rewrap(RewrapArgs),
     /// Two throwaway keyferry tokens, sample root and data keys, then plan → migrate → verify.
     Demo(DemoArgs),
     /// Check the audit log's hash chain: any edited, reordered, inserted or deleted line.
@@ -148,6 +151,60 @@ pub struct MigrateArgs {
         default_value = "keyferry-audit.jsonl"
     )]
     pub audit_log: PathBuf,
+}
+
+/// `keyferry rewrap`.
+#[derive(Debug, Args)]
+pub struct RewrapArgs {
+    /// The old KEK: its token's URI with object= (and/or id=). PIN: KEYFERRY_FROM_PIN.
+    #[arg(long, value_name = "URI")]
+    pub old_kek: String,
+    /// The new KEK, likewise. PIN: KEYFERRY_TO_PIN.
+    #[arg(long, value_name = "URI")]
+    pub new_kek: String,
+    /// A directory of blob files (file name = id) or a JSON Lines file of
+    /// {"id", "blob" (base64), "mechanism"}.
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// The JSON Lines output {"id", "blob", "mechanism"}; written as OUT.partial, renamed
+    /// when done; failures in OUT.failed.
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+    /// The mechanism of the new blobs.
+    #[arg(long, value_name = "MECHANISM", default_value = "CKM_AES_KEY_WRAP_KWP")]
+    pub mechanism: String,
+    /// The mechanism of input blobs that name none (directory input).
+    #[arg(long, value_name = "MECHANISM", default_value = "CKM_AES_KEY_WRAP_KWP")]
+    pub input_mechanism: String,
+    /// The data keys' type.
+    #[arg(long, value_enum, default_value = "aes")]
+    pub key_type: DataKeyType,
+    /// Parallel sessions.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub jobs: usize,
+    /// Finish an interrupted run (OUT.partial): ids already there are not rewrapped again.
+    #[arg(long)]
+    pub resume: bool,
+    /// JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The hash-chained audit log.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "KEYFERRY_AUDIT_LOG",
+        default_value = "keyferry-audit.jsonl"
+    )]
+    pub audit_log: PathBuf,
+}
+
+/// The type of the data keys a rewrap carries.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DataKeyType {
+    /// CKK_AES.
+    Aes,
+    /// CKK_GENERIC_SECRET (HMAC keys).
+    Generic,
 }
 
 /// `keyferry audit ...`.

@@ -15,6 +15,7 @@ mod p11raw;
 mod pin;
 mod plan;
 mod report;
+mod rewrap;
 mod samples;
 mod templates;
 mod token;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate_command(&args),
         Command::Verify(args) => verify_command(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Rewrap(args) => rewrap_command(&args),
         Command::Audit(cli::AuditCommand::Verify { log, head }) => {
             audit_verify(&log, head.as_deref())
         }
@@ -652,4 +654,87 @@ fn audit_verify(log: &std::path::Path, head: Option<&str>) -> Result<u8, Migrate
             Ok(exit_code::SOME_FAILED)
         }
     }
+}
+
+fn rewrap_command(args: &cli::RewrapArgs) -> Result<u8, MigrateError> {
+    let usage = |what: &str, err: String| MigrateError::Usage(format!("{what}: {err}"));
+    let options = rewrap::Options {
+        jobs: args.jobs,
+        mechanism: rewrap::parse_mechanism(&args.mechanism)
+            .map_err(|err| usage("--mechanism", err))?,
+        input_mechanism: rewrap::parse_mechanism(&args.input_mechanism)
+            .map_err(|err| usage("--input-mechanism", err))?,
+        key_type: match args.key_type {
+            cli::DataKeyType::Aes => cryptoki_sys::CKK_AES,
+            cli::DataKeyType::Generic => cryptoki_sys::CKK_GENERIC_SECRET,
+        },
+        resume: args.resume,
+    };
+    let old_uri = parse_uri("--old-kek", &args.old_kek)?;
+    let new_uri = parse_uri("--new-kek", &args.new_kek)?;
+    let mut modules = Modules::default();
+    let old = token::open(
+        &mut modules,
+        "--old-kek",
+        &old_uri.without_object(),
+        "KEYFERRY_FROM_PIN",
+    )?;
+    let old = Token {
+        uri: old_uri,
+        ..old
+    };
+    let new = token::open(
+        &mut modules,
+        "--new-kek",
+        &new_uri.without_object(),
+        "KEYFERRY_TO_PIN",
+    )?;
+    let new = Token {
+        uri: new_uri,
+        ..new
+    };
+    let mut audit = audit::AuditLog::open(&args.audit_log)?;
+    let summary = rewrap::run(&old, &new, &args.input, &args.output, &options)?;
+    audit.append(audit::Event {
+        action: "rewrap".to_owned(),
+        token: new.uri.to_string(),
+        objects: vec![
+            args.input.display().to_string(),
+            args.output.display().to_string(),
+        ],
+        result: format!(
+            "processed {}, rewrapped {}, done earlier {}, failed {}",
+            summary.processed, summary.rewrapped, summary.skipped, summary.failed
+        ),
+        run: None,
+    })?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let line = serde_json::json!({"type": "summary", "data": summary, "output": args.output});
+        writeln!(out, "{line}").map_err(stdout_error)?;
+    } else {
+        writeln!(
+            out,
+            "processed {}: rewrapped {}, done earlier {}, failed {}; output {}",
+            summary.processed,
+            summary.rewrapped,
+            summary.skipped,
+            summary.failed,
+            args.output.display()
+        )
+        .map_err(stdout_error)?;
+        if summary.failed > 0 {
+            writeln!(
+                out,
+                "failures, one per line with the reason: {}.failed",
+                args.output.display()
+            )
+            .map_err(stdout_error)?;
+        }
+    }
+    Ok(if summary.failed > 0 {
+        exit_code::SOME_FAILED
+    } else {
+        exit_code::DONE
+    })
 }

@@ -258,6 +258,24 @@ pub fn open(
 }
 
 impl Token {
+    /// The same token with a session of its own, for a worker thread (the login is the
+    /// application's, so it carries over).
+    pub fn fork(&self) -> Result<Token, MigrateError> {
+        let session = self
+            .module
+            .pkcs11
+            .open_rw_session(self.slot)
+            .map_err(|err| MigrateError::pkcs11(format!("{}: C_OpenSession", self.who), &err))?;
+        Ok(Token {
+            who: self.who.clone(),
+            uri: self.uri.clone(),
+            module: Arc::clone(&self.module),
+            slot: self.slot,
+            facts: self.facts.clone(),
+            session,
+        })
+    }
+
     /// "token \"label\" (SoftHSMv2, serial …)".
     pub fn describe(&self) -> String {
         format!(

@@ -838,12 +838,17 @@ impl<'a> Link<'a> {
 
     /// Wraps `object` on the source.
     pub fn wrap(&self, object: &Object) -> Result<Vec<u8>, RawError> {
+        self.wrap_handle(object.handle)
+    }
+
+    /// Wraps the source key `key` for the destination.
+    pub fn wrap_handle(&self, key: ObjectHandle) -> Result<Vec<u8>, RawError> {
         let (wrap, _) = self.wrap_mechanism();
         let (source_kek, _) = self.keks().map_err(|_| no_kek("C_WrapKey"))?;
         self.source
             .module
             .raw
-            .wrap_key(&self.source.session, &wrap, source_kek, object.handle)
+            .wrap_key(&self.source.session, &wrap, source_kek, key)
     }
 
     /// Unwraps `blob` on the destination with `template`.
