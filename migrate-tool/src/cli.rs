@@ -39,6 +39,9 @@ pub enum Command {
     /// Rewrap data-key blobs kept outside the tokens from an old KEK to a new one (the
     /// KEKs may live on different tokens); keys exist in clear only inside tokens.
     Rewrap(RewrapArgs),
+    /// After a verified migration, destroy (or --deactivate) the source copies whose
+    /// destination copy still proves equal; asks first (or --yes).
+    Retire(RetireArgs),
     /// Two throwaway keyferry tokens, sample root and data keys, then plan → migrate → verify.
     Demo(DemoArgs),
     /// Check the audit log's hash chain: any edited, reordered, inserted or deleted line.
@@ -144,6 +147,38 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// The hash-chained audit log every change is appended to.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "KEYFERRY_AUDIT_LOG",
+        default_value = "keyferry-audit.jsonl"
+    )]
+    pub audit_log: PathBuf,
+}
+
+/// `keyferry retire`.
+#[derive(Debug, Args)]
+pub struct RetireArgs {
+    /// The migration run whose source copies go.
+    #[arg(long, value_name = "RUN")]
+    pub run: String,
+    /// Its journal (default: keyferry-RUN.journal in the current directory).
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+    /// Clear the usage flags that allow new encryption, wrapping, signing and derivation
+    /// instead of destroying; decryption, unwrapping and verification keep working.
+    #[arg(long)]
+    pub deactivate: bool,
+    /// Confirm without a prompt (needed without a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Say what would be retired; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// JSON Lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The hash-chained audit log.
     #[arg(
         long,
         value_name = "FILE",

@@ -299,6 +299,24 @@ impl Identity {
         )
     }
 
+    /// The identity a journal key names (the inverse of `key`).
+    pub fn from_key(key: &str) -> Option<Self> {
+        let mut parts = key.split('/');
+        let class = CK_ULONG::from_str_radix(parts.next()?, 16).ok()?;
+        let key_type = match parts.next()? {
+            "" => None,
+            text => Some(CK_ULONG::from_str_radix(text, 16).ok()?),
+        };
+        let label = hex::decode(parts.next()?).ok()?;
+        let id = hex::decode(parts.next()?).ok()?;
+        parts.next().is_none().then_some(Self {
+            class,
+            key_type,
+            label,
+            id,
+        })
+    }
+
     /// A search template that finds this object on a token (refined by `find`).
     fn template(&self) -> Vec<cryptoki::object::Attribute> {
         use cryptoki::object::{Attribute, KeyType, ObjectClass};

@@ -29,7 +29,9 @@ pub enum State {
     Present,
     /// Failed; see the error.
     Failed,
-    /// Source copy destroyed or deactivated after the migration.
+    /// Source copy deactivated after the migration (no new use; old data still opens).
+    Deactivated,
+    /// Source copy destroyed after the migration.
     Retired,
 }
 

@@ -15,6 +15,7 @@ mod p11raw;
 mod pin;
 mod plan;
 mod report;
+mod retire;
 mod rewrap;
 mod samples;
 mod templates;
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify_command(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Rewrap(args) => rewrap_command(&args),
+        Command::Retire(args) => retire_command(&args),
         Command::Audit(cli::AuditCommand::Verify { log, head }) => {
             audit_verify(&log, head.as_deref())
         }
@@ -733,6 +735,76 @@ fn rewrap_command(args: &cli::RewrapArgs) -> Result<u8, MigrateError> {
         }
     }
     Ok(if summary.failed > 0 {
+        exit_code::SOME_FAILED
+    } else {
+        exit_code::DONE
+    })
+}
+
+fn retire_command(args: &cli::RetireArgs) -> Result<u8, MigrateError> {
+    let path = args
+        .journal
+        .clone()
+        .unwrap_or_else(|| journal::default_path(&args.run));
+    let recorded = journal::read(&path)?;
+    if recorded.header.run != args.run {
+        return Err(MigrateError::Journal {
+            path,
+            reason: format!(
+                "it belongs to run {}, not {}",
+                recorded.header.run, args.run
+            ),
+        });
+    }
+    let from = parse_uri("--from", &recorded.header.from)?;
+    let to = parse_uri("--to", &recorded.header.to)?;
+    let mut modules = Modules::default();
+    let (source, destination) = open_pair(&mut modules, &from, &to)?;
+    let mode = if args.deactivate {
+        retire::Mode::Deactivate
+    } else {
+        retire::Mode::Destroy
+    };
+    let candidates = retire::candidates(&recorded, mode);
+    if !args.dry_run
+        && !args.yes
+        && !candidates.is_empty()
+        && !retire::confirm(candidates.len(), mode, &source)?
+    {
+        return Err(MigrateError::Usage(
+            "not confirmed; nothing was changed".to_owned(),
+        ));
+    }
+    let mut audit = audit::AuditLog::open(&args.audit_log)?;
+    let (mut journal, _) = Journal::resume(&path)?;
+    let reports = retire::retire(
+        &source,
+        &destination,
+        &candidates,
+        mode,
+        args.dry_run,
+        &mut journal,
+        &mut audit,
+        &args.run,
+    )?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        report::write_json(&mut out, &reports, serde_json::json!({"run": args.run}))
+            .map_err(stdout_error)?;
+    } else {
+        writeln!(
+            out,
+            "source: {}\ndestination: {}\n",
+            source.describe(),
+            destination.describe()
+        )
+        .map_err(stdout_error)?;
+        report::write_table(&mut out, &reports, false).map_err(stdout_error)?;
+    }
+    let troubled = reports
+        .iter()
+        .any(|report| matches!(report.status.as_str(), "refused" | "failed"));
+    Ok(if troubled {
         exit_code::SOME_FAILED
     } else {
         exit_code::DONE

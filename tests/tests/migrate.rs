@@ -779,3 +779,120 @@ fn every_change_is_in_the_audit_log_and_an_edited_line_is_caught() {
         refused.stderr
     );
 }
+
+#[test]
+fn retire_asks_first_keeps_what_no_longer_verifies_and_deactivates_or_destroys_the_rest() {
+    let (source_slot, from) = fresh_token(Module::Keyferry, "retire-src");
+    let (destination_slot, to) = fresh_token(Module::Keyferry, "retire-dst");
+    let source = user_session(Module::Keyferry, source_slot);
+    for index in 0..3u8 {
+        aes_key(&source, &format!("retiring-{index}"), &[index], 16);
+    }
+    let dir = work_dir();
+    let (from, to) = (uri(Module::Keyferry, &from), uri(Module::Keyferry, &to));
+    let migrated = cli::run(
+        &[
+            "migrate",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--journal",
+            "run.journal",
+        ],
+        dir.path(),
+    );
+    assert_eq!(migrated.code, 0, "{}", migrated.stderr);
+    let run = journal_run(&dir.path().join("run.journal")).unwrap();
+    let retire = |extra: &[&str]| {
+        let mut args = vec![
+            "retire",
+            "--run",
+            &run,
+            "--journal",
+            "run.journal",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        cli::run(&args, dir.path())
+    };
+    let find = |session: &Session, label: &str| {
+        session
+            .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+            .unwrap()
+    };
+
+    let unconfirmed = retire(&[]);
+    assert_eq!(unconfirmed.code, 2, "{}", unconfirmed.stdout);
+    assert!(
+        unconfirmed
+            .stderr
+            .contains("needs a confirmation: pass --yes"),
+        "{}",
+        unconfirmed.stderr
+    );
+    assert_eq!(find(&source, "retiring-0").len(), 1);
+
+    // The destination loses one copy: that source key must stay.
+    let destination = user_session(Module::Keyferry, destination_slot);
+    destination
+        .destroy_object(find(&destination, "retiring-1")[0])
+        .unwrap();
+
+    let deactivated = retire(&["--yes", "--deactivate"]);
+    assert_eq!(deactivated.code, 1, "{}", deactivated.stdout);
+    let statuses = deactivated.statuses();
+    assert_eq!(
+        statuses,
+        [
+            (
+                "retiring-0".to_owned(),
+                "secret".to_owned(),
+                "deactivated".to_owned()
+            ),
+            (
+                "retiring-1".to_owned(),
+                "secret".to_owned(),
+                "refused".to_owned()
+            ),
+            (
+                "retiring-2".to_owned(),
+                "secret".to_owned(),
+                "deactivated".to_owned()
+            ),
+        ]
+    );
+    let key = find(&source, "retiring-0")[0];
+    let flags = source
+        .get_attributes(
+            key,
+            &[
+                cryptoki::object::AttributeType::Encrypt,
+                cryptoki::object::AttributeType::Decrypt,
+            ],
+        )
+        .unwrap();
+    assert_eq!(flags, [Attribute::Encrypt(false), Attribute::Decrypt(true)]);
+
+    let destroyed = retire(&["--yes"]);
+    assert_eq!(destroyed.code, 1, "{}", destroyed.stdout);
+    let statuses: Vec<String> = destroyed
+        .statuses()
+        .into_iter()
+        .map(|(_, _, status)| status)
+        .collect();
+    assert_eq!(statuses, ["destroyed", "refused", "destroyed"]);
+    assert!(find(&source, "retiring-0").is_empty());
+    assert_eq!(
+        find(&source, "retiring-1").len(),
+        1,
+        "a key whose copy is gone stays"
+    );
+    assert!(find(&source, "retiring-2").is_empty());
+    let audit = cli::run(&["audit", "verify", "keyferry-audit.jsonl"], dir.path());
+    assert!(
+        audit.stdout.contains("7 entries, intact"),
+        "{}",
+        audit.stdout
+    );
+}
