@@ -39,6 +39,11 @@ pub enum Command {
     /// Rewrap data-key blobs kept outside the tokens from an old KEK to a new one (the
     /// KEKs may live on different tokens); keys exist in clear only inside tokens.
     Rewrap(RewrapArgs),
+    /// Which copies of each key exist in which keystore, and which are out of sync and why.
+    Status(StatusArgs),
+    /// Bring --to in line with --from: fix drifted labels and usage flags, copy missing keys,
+    /// report value conflicts; delete extras only with --prune and a confirmation.
+    Sync(SyncArgs),
     /// After a verified migration, destroy (or --deactivate) the source copies whose
     /// destination copy still proves equal; asks first (or --yes).
     Retire(RetireArgs),
@@ -147,6 +152,51 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// The hash-chained audit log every change is appended to.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "KEYFERRY_AUDIT_LOG",
+        default_value = "keyferry-audit.jsonl"
+    )]
+    pub audit_log: PathBuf,
+}
+
+/// `keyferry status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Two or more keystores (token URIs); PINs from pin-source= or KEYFERRY_PIN.
+    #[arg(value_name = "URI", num_args = 2.., required = true)]
+    pub uris: Vec<String>,
+    /// Only keys matching (as for plan).
+    #[arg(long, value_name = "PATTERN")]
+    pub select: Vec<String>,
+    /// JSON Lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keyferry sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The two tokens.
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+    /// Only keys matching (as for plan).
+    #[arg(long, value_name = "PATTERN")]
+    pub select: Vec<String>,
+    /// Also destroy target objects the source does not have (asks first, or --yes).
+    #[arg(long)]
+    pub prune: bool,
+    /// Confirm --prune without a prompt.
+    #[arg(long)]
+    pub yes: bool,
+    /// JSON Lines on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The journal of the copy step (default: keyferry-RUN.journal here).
+    #[arg(long, value_name = "FILE")]
+    pub journal: Option<PathBuf>,
+    /// The hash-chained audit log.
     #[arg(
         long,
         value_name = "FILE",

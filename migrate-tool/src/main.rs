@@ -18,6 +18,7 @@ mod report;
 mod retire;
 mod rewrap;
 mod samples;
+mod status;
 mod templates;
 mod token;
 mod transport;
@@ -49,6 +50,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Rewrap(args) => rewrap_command(&args),
         Command::Retire(args) => retire_command(&args),
+        Command::Status(args) => status_command(&args),
+        Command::Sync(args) => sync_command(&args),
         Command::Audit(cli::AuditCommand::Verify { log, head }) => {
             audit_verify(&log, head.as_deref())
         }
@@ -808,5 +811,186 @@ fn retire_command(args: &cli::RetireArgs) -> Result<u8, MigrateError> {
         exit_code::SOME_FAILED
     } else {
         exit_code::DONE
+    })
+}
+
+fn status_command(args: &cli::StatusArgs) -> Result<u8, MigrateError> {
+    let selection = Selection::new(&args.select)?;
+    let mut modules = Modules::default();
+    let mut stores = Vec::with_capacity(args.uris.len());
+    for (index, text) in args.uris.iter().enumerate() {
+        let who = format!("keystore {}", index + 1);
+        let uri = parse_uri(&who, text)?;
+        stores.push(token::open(&mut modules, &who, &uri, "KEYFERRY_PIN")?);
+    }
+    let rows = status::status(&stores, &selection)?;
+    let mut out = std::io::stdout().lock();
+    let names: Vec<String> = stores
+        .iter()
+        .map(|store| store.facts.label.clone())
+        .collect();
+    if args.json {
+        for row in &rows {
+            let copies: Vec<serde_json::Value> = row
+                .copies
+                .iter()
+                .zip(&names)
+                .map(|(copy, store)| serde_json::json!({"keystore": store, "copy": copy}))
+                .collect();
+            let line = serde_json::json!({"type": "key", "data": {"key": row.key, "in_sync": row.in_sync(), "copies": copies}});
+            writeln!(out, "{line}").map_err(stdout_error)?;
+        }
+    } else {
+        let mut table = vec![
+            std::iter::once("KEY".to_owned())
+                .chain(names.iter().cloned())
+                .collect::<Vec<_>>(),
+        ];
+        for row in &rows {
+            table.push(
+                std::iter::once(row.key.clone())
+                    .chain(row.copies.iter().map(status::Copy::word))
+                    .collect(),
+            );
+        }
+        let widths: Vec<usize> = (0..table[0].len())
+            .map(|column| {
+                table
+                    .iter()
+                    .map(|row| row[column].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in &table {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect();
+            writeln!(out, "{}", cells.join("  ").trim_end()).map_err(stdout_error)?;
+        }
+        let out_of_sync = rows.iter().filter(|row| !row.in_sync()).count();
+        writeln!(out, "\n{} keys, {} out of sync", rows.len(), out_of_sync)
+            .map_err(stdout_error)?;
+    }
+    Ok(if rows.iter().all(status::Row::in_sync) {
+        exit_code::DONE
+    } else {
+        exit_code::SOME_FAILED
+    })
+}
+
+fn sync_command(args: &cli::SyncArgs) -> Result<u8, MigrateError> {
+    let (from, to) = endpoints(&args.endpoints)?;
+    let selection = Selection::new(&args.select)?;
+    let mut modules = Modules::default();
+    let (source, destination) = open_pair(&mut modules, &from, &to)?;
+    let mut audit = audit::AuditLog::open(&args.audit_log)?;
+    let fixed = status::fix_drift(&source, &destination, &selection, &mut audit)?;
+    let pair = PairArgs {
+        endpoints: args.endpoints.clone(),
+        select: args.select.clone(),
+        transport: None,
+        verbose: false,
+        json: args.json,
+    };
+    let plan = make_plan(&source, &destination, &selection, &pair)?;
+    let run = journal::new_run_id();
+    let path = args
+        .journal
+        .clone()
+        .unwrap_or_else(|| journal::default_path(&run));
+    let header = RunHeader {
+        run: run.clone(),
+        from: from.to_string(),
+        to: to.to_string(),
+        select: selection.patterns().to_vec(),
+        transport: None,
+        started: unix_now(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let mut journal = Journal::create(&path, header)?;
+    let options = migrate::Options {
+        fail_fast: false,
+        run: run.clone(),
+    };
+    let reports = migrate::execute(
+        &source,
+        &destination,
+        &plan,
+        &mut journal,
+        &mut audit,
+        &Default::default(),
+        &options,
+    )?;
+    let mut pruned = Vec::new();
+    if args.prune {
+        let extras = status::extras(&source, &destination, &selection)?;
+        if !extras.is_empty()
+            && !args.yes
+            && !retire::confirm(extras.len(), retire::Mode::Destroy, &destination)?
+        {
+            return Err(MigrateError::Usage(
+                "--prune not confirmed; nothing was deleted".to_owned(),
+            ));
+        }
+        for extra in extras {
+            let outcome = destination
+                .session
+                .destroy_object(extra.handle)
+                .map_err(|err| names::cryptoki_error(&err));
+            audit.append(audit::Event {
+                action: "sync.prune".to_owned(),
+                token: destination.uri.to_string(),
+                objects: vec![extra.identity().describe()],
+                result: outcome
+                    .as_ref()
+                    .map_or_else(|err| format!("failed: {err}"), |()| "ok".to_owned()),
+                run: Some(run.clone()),
+            })?;
+            pruned.push((extra.identity().describe(), outcome));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for (key, outcome) in &fixed {
+            let line = serde_json::json!({"type": "fixed", "data": {"key": key, "attributes": outcome.as_ref().ok(), "error": outcome.as_ref().err()}});
+            writeln!(out, "{line}").map_err(stdout_error)?;
+        }
+        for (key, outcome) in &pruned {
+            let line = serde_json::json!({"type": "pruned", "data": {"key": key, "error": outcome.as_ref().err()}});
+            writeln!(out, "{line}").map_err(stdout_error)?;
+        }
+        report::write_json(
+            &mut out,
+            &reports,
+            serde_json::json!({"run": run, "journal": journal.path()}),
+        )
+        .map_err(stdout_error)?;
+    } else {
+        for (key, outcome) in &fixed {
+            match outcome {
+                Ok(attributes) => writeln!(out, "fixed {key}: {}", attributes.join(", ")),
+                Err(error) => writeln!(out, "could not fix {key}: {error}"),
+            }
+            .map_err(stdout_error)?;
+        }
+        for (key, outcome) in &pruned {
+            match outcome {
+                Ok(()) => writeln!(out, "pruned {key}"),
+                Err(error) => writeln!(out, "could not prune {key}: {error}"),
+            }
+            .map_err(stdout_error)?;
+        }
+        report::write_table(&mut out, &reports, false).map_err(stdout_error)?;
+    }
+    let failed = reports.iter().any(|report| report.status == "failed")
+        || fixed.iter().any(|(_, outcome)| outcome.is_err())
+        || pruned.iter().any(|(_, outcome)| outcome.is_err());
+    Ok(if failed {
+        exit_code::SOME_FAILED
+    } else {
+        plan_exit_code(&plan)
     })
 }

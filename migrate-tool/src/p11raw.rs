@@ -449,6 +449,27 @@ impl RawModule {
         Ok(object_handle(handle))
     }
 
+    /// C_SetAttributeValue with plain or nested values.
+    pub fn set_attributes(
+        &self,
+        session: &Session,
+        object: ObjectHandle,
+        template: &[RawAttribute],
+    ) -> Result<(), RawError> {
+        let set = function!(self, C_SetAttributeValue);
+        let mut c_template = CTemplate::new(template);
+        // SAFETY: the template and everything it points to live in `c_template`.
+        let rv = unsafe {
+            set(
+                session.handle(),
+                object.handle(),
+                c_template.attributes.as_mut_ptr(),
+                ulong(c_template.attributes.len()),
+            )
+        };
+        check("C_SetAttributeValue", rv)
+    }
+
     /// Reads each attribute on its own, so that one unreadable attribute (SoftHSMv2 answers
     /// CKR_GENERAL_ERROR for dates on private objects) does not hide the others.
     pub fn attributes(
