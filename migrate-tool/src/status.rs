@@ -176,6 +176,10 @@ pub fn locate_object<'a>(
     (None, Copy::Missing)
 }
 
+/// A key whose drift `fix_drift` set back: its description and the attributes set, or why
+/// they could not be.
+pub type Fixed = (String, Result<Vec<String>, String>);
+
 /// Sets each drifted modifiable attribute of the target's copies back to the source's
 /// value; returns a line per object fixed, or why it could not be.
 pub fn fix_drift(
@@ -183,7 +187,7 @@ pub fn fix_drift(
     target: &Token,
     selection: &plan::Selection,
     audit: &mut crate::audit::AuditLog,
-) -> Result<Vec<(String, Result<Vec<String>, String>)>, MigrateError> {
+) -> Result<Vec<Fixed>, MigrateError> {
     let theirs = holdings(target, selection)?;
     let mut fixed = Vec::new();
     for object in holdings(source, selection)? {
