@@ -498,10 +498,11 @@ pub fn negotiate(
             (Some(_), Some(_)) => {
                 passed_over.push("domain clone: the tokens belong to different domains".to_owned())
             }
-            _ => passed_over.push(
-                "domain clone: not both tokens are keyferry tokens built from master-key parts"
-                    .to_owned(),
+            (Some(_), None) | (None, Some(_)) => passed_over.push(
+                "domain clone: only one of the tokens belongs to a keyferry domain".to_owned(),
             ),
+            // Neither token was built from key parts: a domain clone was never an option.
+            (None, None) => {}
         }
     }
     let object_wrap = match (source.kwp(), destination.kwp()) {
