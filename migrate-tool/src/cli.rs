@@ -39,6 +39,9 @@ pub enum Command {
     /// Rewrap data-key blobs kept outside the tokens from an old KEK to a new one (the
     /// KEKs may live on different tokens); keys exist in clear only inside tokens.
     Rewrap(RewrapArgs),
+    /// Rotate a KEK: a new one beside it on the same token, the data-key blobs rewrapped to
+    /// it, the old one kept for old blobs and recorded as pending retirement.
+    Rekey(RekeyArgs),
     /// Which copies of each key exist in which keystore, and which are out of sync and why.
     Status(StatusArgs),
     /// Bring --to in line with --from: fix drifted labels and usage flags, copy missing keys,
@@ -152,6 +155,46 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// The hash-chained audit log every change is appended to.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "KEYFERRY_AUDIT_LOG",
+        default_value = "keyferry-audit.jsonl"
+    )]
+    pub audit_log: PathBuf,
+}
+
+/// `keyferry rekey`.
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// The KEK to replace: its token's URI with object= (and/or id=). PIN: KEYFERRY_PIN.
+    #[arg(long, value_name = "URI")]
+    pub kek: String,
+    /// The new KEK's label.
+    #[arg(long, value_name = "LABEL")]
+    pub new_label: String,
+    /// The new KEK's CKA_ID, hex (default: the old KEK's).
+    #[arg(long, value_name = "HEX")]
+    pub new_id: Option<String>,
+    /// The blobs under the old KEK (as for rewrap).
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// The blobs under the new KEK (as for rewrap).
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+    /// The data keys' type.
+    #[arg(long, value_enum, default_value = "aes")]
+    pub key_type: DataKeyType,
+    /// Parallel sessions.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub jobs: usize,
+    /// Finish an interrupted rekey: its run id.
+    #[arg(long, value_name = "RUN")]
+    pub resume: Option<String>,
+    /// JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The hash-chained audit log.
     #[arg(
         long,
         value_name = "FILE",

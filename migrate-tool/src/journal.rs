@@ -29,6 +29,8 @@ pub enum State {
     Present,
     /// Failed; see the error.
     Failed,
+    /// An old KEK a rekey replaced: usable for old blobs until retired.
+    PendingRetirement,
     /// Source copy deactivated after the migration (no new use; old data still opens).
     Deactivated,
     /// Source copy destroyed after the migration.
@@ -52,6 +54,10 @@ pub struct RunHeader {
     pub started: u64,
     /// The keyferry version that wrote it.
     pub version: String,
+    /// "rekey" for a rekey's run record (`from` the old KEK, `to` the new); absent for a
+    /// migration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 /// One journal line.
@@ -307,6 +313,7 @@ mod tests {
             transport: None,
             started: 1,
             version: "test".to_owned(),
+            kind: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod names;
 mod p11raw;
 mod pin;
 mod plan;
+mod rekey;
 mod report;
 mod retire;
 mod rewrap;
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Rewrap(args) => rewrap_command(&args),
         Command::Retire(args) => retire_command(&args),
+        Command::Rekey(args) => rekey_command(&args),
         Command::Status(args) => status_command(&args),
         Command::Sync(args) => sync_command(&args),
         Command::Audit(cli::AuditCommand::Verify { log, head }) => {
@@ -539,6 +541,7 @@ fn migrate_command(args: &MigrateArgs) -> Result<u8, MigrateError> {
             transport: pair.transport.map(|agreement| format!("{agreement:?}")),
             started: unix_now(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            kind: None,
         };
         (Journal::create(&journal_path, header)?, Default::default())
     };
@@ -762,7 +765,27 @@ fn retire_command(args: &cli::RetireArgs) -> Result<u8, MigrateError> {
     let from = parse_uri("--from", &recorded.header.from)?;
     let to = parse_uri("--to", &recorded.header.to)?;
     let mut modules = Modules::default();
-    let (source, destination) = open_pair(&mut modules, &from, &to)?;
+    let rekey = recorded.header.kind.as_deref() == Some("rekey");
+    // A rekey's run record names the old and the new KEK on one token.
+    let (source, destination) = if rekey {
+        let source = token::open(
+            &mut modules,
+            "the KEK's token",
+            &from.without_object(),
+            "KEYFERRY_PIN",
+        )?;
+        let source = Token {
+            uri: from,
+            ..source
+        };
+        let destination = Token {
+            uri: to,
+            ..source.fork()?
+        };
+        (source, destination)
+    } else {
+        open_pair(&mut modules, &from, &to)?
+    };
     let mode = if args.deactivate {
         retire::Mode::Deactivate
     } else {
@@ -780,9 +803,20 @@ fn retire_command(args: &cli::RetireArgs) -> Result<u8, MigrateError> {
     }
     let mut audit = audit::AuditLog::open(&args.audit_log)?;
     let (mut journal, _) = Journal::resume(&path)?;
+    let prove = |object: &inventory::Object| -> Result<String, String> {
+        if rekey {
+            let new_kek =
+                rewrap::find_kek(&destination).map_err(|err| format!("the new KEK: {err}"))?;
+            let new_kek = inventory::read(&destination, new_kek).map_err(|err| err.to_string())?;
+            check::compute(&destination, &destination.session, &new_kek)
+                .map(|kcv| format!("the new KEK is in place ({kcv})"))
+        } else {
+            retire::destination_copy_proves(&source, &destination, object)
+        }
+    };
     let reports = retire::retire(
         &source,
-        &destination,
+        &prove,
         &candidates,
         mode,
         args.dry_run,
@@ -909,6 +943,7 @@ fn sync_command(args: &cli::SyncArgs) -> Result<u8, MigrateError> {
         transport: None,
         started: unix_now(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        kind: None,
     };
     let mut journal = Journal::create(&path, header)?;
     let options = migrate::Options {
@@ -992,5 +1027,96 @@ fn sync_command(args: &cli::SyncArgs) -> Result<u8, MigrateError> {
         exit_code::SOME_FAILED
     } else {
         plan_exit_code(&plan)
+    })
+}
+
+fn rekey_command(args: &cli::RekeyArgs) -> Result<u8, MigrateError> {
+    let uri = parse_uri("--kek", &args.kek)?;
+    let new_id = match &args.new_id {
+        Some(text) => Some(
+            hex::decode(text)
+                .map_err(|_| MigrateError::Usage(format!("--new-id {text:?} is not hex")))?,
+        ),
+        None => None,
+    };
+    let mut modules = Modules::default();
+    let old = token::open(&mut modules, "--kek", &uri.without_object(), "KEYFERRY_PIN")?;
+    let old = Token {
+        uri: uri.clone(),
+        ..old
+    };
+    let old_kek = rewrap::find_kek(&old)?;
+    let run = args.resume.clone().unwrap_or_else(journal::new_run_id);
+    let path = rekey::default_path(&run);
+    if args.resume.is_none() && path.exists() {
+        return Err(MigrateError::Usage(format!(
+            "{} exists; pass --resume {run}",
+            path.display()
+        )));
+    }
+    let mut audit = audit::AuditLog::open(&args.audit_log)?;
+    let (new_kek, made) = rekey::new_kek(
+        &old,
+        old_kek,
+        &args.new_label,
+        new_id.as_deref(),
+        args.resume.is_some(),
+    )?;
+    let new_uri = TokenUri {
+        object: Some(args.new_label.clone()),
+        id: None,
+        ..uri.clone()
+    };
+    let new = Token {
+        uri: new_uri,
+        ..old.fork()?
+    };
+    if made {
+        rekey::audit_generated(&mut audit, &new, &args.new_label, &run)?;
+    }
+    let options = rewrap::Options {
+        jobs: args.jobs,
+        mechanism: names::CKM_AES_KEY_WRAP_KWP,
+        input_mechanism: names::CKM_AES_KEY_WRAP_KWP,
+        key_type: match args.key_type {
+            cli::DataKeyType::Aes => cryptoki_sys::CKK_AES,
+            cli::DataKeyType::Generic => cryptoki_sys::CKK_GENERIC_SECRET,
+        },
+        resume: args.resume.is_some(),
+    };
+    let summary = rewrap::run(&old, &new, &args.input, &args.output, &options)?;
+    let mut journal = rekey::record(&path, &run, &old, &new, new_kek)?;
+    journal.append(&journal::Line::Finished {
+        summary: serde_json::to_value(&summary).unwrap_or_default(),
+    })?;
+    audit.append(audit::Event {
+        action: "rekey.rewrap".to_owned(),
+        token: new.uri.to_string(),
+        objects: vec![
+            args.input.display().to_string(),
+            args.output.display().to_string(),
+        ],
+        result: format!(
+            "rewrapped {}, failed {}; {} pending retirement",
+            summary.rewrapped, summary.failed, old.uri
+        ),
+        run: Some(run.clone()),
+    })?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let line = serde_json::json!({"type": "summary", "data": summary, "run": run, "journal": path, "new_kek": new.uri.to_string(), "pending_retirement": old.uri.to_string()});
+        writeln!(out, "{line}").map_err(stdout_error)?;
+    } else {
+        writeln!(
+            out,
+            "new KEK {}; rewrapped {}, failed {}; the old KEK {} is pending retirement: keyferry retire --run {run}",
+            new.uri, summary.rewrapped, summary.failed, old.uri
+        )
+        .map_err(stdout_error)?;
+    }
+    Ok(if summary.failed > 0 {
+        exit_code::SOME_FAILED
+    } else {
+        exit_code::DONE
     })
 }

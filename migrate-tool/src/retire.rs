@@ -41,8 +41,14 @@ pub fn candidates(recorded: &Recorded, mode: Mode) -> Vec<(String, Identity)> {
     keys.sort();
     keys.into_iter()
         .filter(|(_, state)| match mode {
-            Mode::Deactivate => matches!(state, State::Verified | State::Present),
-            Mode::Destroy => matches!(state, State::Verified | State::Present | State::Deactivated),
+            Mode::Deactivate => matches!(
+                state,
+                State::Verified | State::Present | State::PendingRetirement
+            ),
+            Mode::Destroy => matches!(
+                state,
+                State::Verified | State::Present | State::PendingRetirement | State::Deactivated
+            ),
         })
         .filter_map(|(key, _)| Identity::from_key(key).map(|identity| (key.clone(), identity)))
         .collect()
@@ -73,11 +79,29 @@ pub fn confirm(count: usize, mode: Mode, source: &Token) -> Result<bool, Migrate
     Ok(answer.trim() == verb)
 }
 
-/// Retires each candidate whose destination copy still proves equal.
+/// The proof for a migration: the destination copy still holds the same key.
+pub fn destination_copy_proves(
+    source: &Token,
+    destination: &Token,
+    object: &inventory::Object,
+) -> Result<String, String> {
+    let there = inventory::find(destination, &object.identity()).map_err(|err| err.to_string())?;
+    match there.as_slice() {
+        [copy] => {
+            let kcv = crate::check::compute(source, &source.session, object).ok();
+            plan::same_value(source, destination, object, kcv.as_ref(), copy)
+        }
+        [] => Err("the destination copy is gone".to_owned()),
+        _ => Err("several destination objects carry this identity".to_owned()),
+    }
+}
+
+/// Retires each candidate `prove` still vouches for (its destination copy proves equal; for
+/// a rekey, the new KEK is there).
 #[allow(clippy::too_many_arguments)] // one call site; the records it writes are its arguments
 pub fn retire(
     source: &Token,
-    destination: &Token,
+    prove: &dyn Fn(&inventory::Object) -> Result<String, String>,
     candidates: &[(String, Identity)],
     mode: Mode,
     dry_run: bool,
@@ -88,7 +112,6 @@ pub fn retire(
     let mut reports = Vec::with_capacity(candidates.len());
     for (key, identity) in candidates {
         let here = inventory::find(source, identity)?;
-        let there = inventory::find(destination, identity)?;
         let object = match here.as_slice() {
             [object] => object,
             [] => {
@@ -111,14 +134,7 @@ pub fn retire(
                 "deactivate"
             },
         );
-        let proof = match there.as_slice() {
-            [copy] => {
-                let kcv = crate::check::compute(source, &source.session, object).ok();
-                plan::same_value(source, destination, object, kcv.as_ref(), copy)
-            }
-            [] => Err("the destination copy is gone".to_owned()),
-            _ => Err("several destination objects carry this identity".to_owned()),
-        };
+        let proof = prove(object);
         match proof {
             Err(why) => {
                 report.status = "refused".to_owned();

@@ -302,3 +302,143 @@ fn corrupt_blobs_are_reported_and_skipped_and_softhsm_holds_the_new_kek() {
         );
     }
 }
+
+#[test]
+fn rekey_makes_a_new_kek_rewraps_to_it_and_leaves_the_old_one_until_retired() {
+    let (slot, label) = fresh_token(Module::Keyferry, "rekey");
+    let session = user_session(Module::Keyferry, slot);
+    kek(&session, "kek-2024", &OLD_KEK);
+    let dir = tempfile::tempdir().unwrap();
+    input(&dir.path().join("in.jsonl"), 200, &[]);
+    let old_kek = kek_uri(Module::Keyferry, &label, "kek-2024");
+    let rekeyed = cli::run(
+        &[
+            "rekey",
+            "--kek",
+            &old_kek,
+            "--new-label",
+            "kek-2026",
+            "in.jsonl",
+            "out.jsonl",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(rekeyed.code, 0, "{}{}", rekeyed.stdout, rekeyed.stderr);
+    let summary = &rekeyed.json("summary")[0];
+    assert_eq!(summary["rewrapped"], 200);
+    let run = rekeyed
+        .stdout
+        .lines()
+        .next()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["run"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .unwrap();
+
+    // Each new blob opens under the new KEK to the key the old blob held.
+    let find = |label: &str| {
+        session
+            .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
+            .unwrap()
+    };
+    let (old, new) = (find("kek-2024")[0], find("kek-2026")[0]);
+    let output = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(false),
+        Attribute::Encrypt(true),
+    ];
+    let check = |kek, blob: &[u8]| {
+        let key = session
+            .unwrap_key(
+                &cryptoki::mechanism::Mechanism::AesKeyWrapPad,
+                kek,
+                blob,
+                &template,
+            )
+            .unwrap();
+        session
+            .encrypt(&cryptoki::mechanism::Mechanism::AesEcb, key, &[0u8; 16])
+            .unwrap()
+    };
+    for line in output.lines().take(10) {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let index: u32 = record["id"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("dek-")
+            .parse()
+            .unwrap();
+        let new_blob = Base64::decode_vec(record["blob"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            check(new, &new_blob),
+            check(old, &wrap(&OLD_KEK, &dek(index)))
+        );
+    }
+
+    let journal = format!("keyferry-{run}.journal");
+    let deactivated = cli::run(
+        &[
+            "retire",
+            "--run",
+            &run,
+            "--journal",
+            &journal,
+            "--yes",
+            "--deactivate",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        deactivated.code, 0,
+        "{}{}",
+        deactivated.stdout, deactivated.stderr
+    );
+    assert_eq!(
+        deactivated.statuses(),
+        [(
+            "kek-2024".to_owned(),
+            "secret".to_owned(),
+            "deactivated".to_owned()
+        )]
+    );
+    let flags = session
+        .get_attributes(
+            old,
+            &[
+                cryptoki::object::AttributeType::Wrap,
+                cryptoki::object::AttributeType::Unwrap,
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        flags,
+        [Attribute::Wrap(false), Attribute::Unwrap(true)],
+        "old blobs still open"
+    );
+    let destroyed = cli::run(
+        &[
+            "retire",
+            "--run",
+            &run,
+            "--journal",
+            &journal,
+            "--yes",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        destroyed.code, 0,
+        "{}{}",
+        destroyed.stdout, destroyed.stderr
+    );
+    assert!(find("kek-2024").is_empty());
+    assert_eq!(find("kek-2026").len(), 1);
+}
