@@ -70,6 +70,7 @@ fn status_names_each_drift_and_sync_fixes_what_it_may() {
     }
     key(&two, "a", 1, 0xaf, true); // another value under the same label
     key(&two, "c", 3, 0xc1, false); // a usage flag drifted; "b" is missing
+    key(&two, "z", 9, 0x99, true); // only here: --prune's business
     key(&soft, "a", 1, 0xa1, true);
     key(&soft, "b", 2, 0xb1, true);
     key(&soft, "c-renamed", 3, 0xc1, true); // the label drifted
@@ -113,6 +114,14 @@ fn status_names_each_drift_and_sync_fixes_what_it_may() {
                     "reference".to_owned(),
                     "drifted: CKA_ENCRYPT (false)".to_owned(),
                     "drifted: CKA_LABEL (\"c-renamed\")".to_owned()
+                ]
+            ),
+            (
+                "secret AES \"z\" id 09".to_owned(),
+                vec![
+                    "missing".to_owned(),
+                    "reference".to_owned(),
+                    "missing".to_owned()
                 ]
             ),
         ]
@@ -176,6 +185,44 @@ fn status_names_each_drift_and_sync_fixes_what_it_may() {
                     "in-sync".to_owned()
                 ]
             ),
+            (
+                "secret AES \"z\" id 09".to_owned(),
+                vec![
+                    "missing".to_owned(),
+                    "reference".to_owned(),
+                    "missing".to_owned()
+                ]
+            ),
         ]
     );
+
+    // Extras go only with --prune, and only once confirmed.
+    let unconfirmed = cli::run(
+        &["sync", "--from", &stores[0], "--to", &stores[1], "--prune"],
+        dir.path(),
+    );
+    assert_eq!(unconfirmed.code, 2, "{}", unconfirmed.stdout);
+    assert!(
+        unconfirmed.stderr.contains("needs a confirmation"),
+        "{}",
+        unconfirmed.stderr
+    );
+    let pruned = cli::run(
+        &[
+            "sync", "--from", &stores[0], "--to", &stores[1], "--prune", "--yes", "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        pruned.code, 3,
+        "the conflict on \"a\" is still reported: {}",
+        pruned.stdout
+    );
+    let gone: Vec<String> = pruned
+        .json("pruned")
+        .iter()
+        .map(|line| line["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(gone, ["secret AES \"z\" id 09"]);
+    assert_eq!(rows(&status()).len(), 3);
 }
