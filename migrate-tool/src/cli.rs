@@ -154,14 +154,9 @@ pub struct MigrateArgs {
     /// Print the report a real run would, write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// The hash-chained audit log every change is appended to.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "KEYFERRY_AUDIT_LOG",
-        default_value = "keyferry-audit.jsonl"
-    )]
-    pub audit_log: PathBuf,
+    /// Where changes are audited.
+    #[command(flatten)]
+    pub audit: AuditLogArg,
 }
 
 /// `keyferry rekey`.
@@ -194,14 +189,9 @@ pub struct RekeyArgs {
     /// JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// The hash-chained audit log.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "KEYFERRY_AUDIT_LOG",
-        default_value = "keyferry-audit.jsonl"
-    )]
-    pub audit_log: PathBuf,
+    /// Where changes are audited.
+    #[command(flatten)]
+    pub audit: AuditLogArg,
 }
 
 /// `keyferry status`.
@@ -239,14 +229,9 @@ pub struct SyncArgs {
     /// The journal of the copy step (default: keyferry-RUN.journal here).
     #[arg(long, value_name = "FILE")]
     pub journal: Option<PathBuf>,
-    /// The hash-chained audit log.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "KEYFERRY_AUDIT_LOG",
-        default_value = "keyferry-audit.jsonl"
-    )]
-    pub audit_log: PathBuf,
+    /// Where changes are audited.
+    #[command(flatten)]
+    pub audit: AuditLogArg,
 }
 
 /// `keyferry retire`.
@@ -271,14 +256,9 @@ pub struct RetireArgs {
     /// JSON Lines on stdout.
     #[arg(long)]
     pub json: bool,
-    /// The hash-chained audit log.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "KEYFERRY_AUDIT_LOG",
-        default_value = "keyferry-audit.jsonl"
-    )]
-    pub audit_log: PathBuf,
+    /// Where changes are audited.
+    #[command(flatten)]
+    pub audit: AuditLogArg,
 }
 
 /// `keyferry rewrap`.
@@ -316,14 +296,9 @@ pub struct RewrapArgs {
     /// JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// The hash-chained audit log.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "KEYFERRY_AUDIT_LOG",
-        default_value = "keyferry-audit.jsonl"
-    )]
-    pub audit_log: PathBuf,
+    /// Where changes are audited.
+    #[command(flatten)]
+    pub audit: AuditLogArg,
 }
 
 /// The type of the data keys a rewrap carries.
@@ -333,6 +308,19 @@ pub enum DataKeyType {
     Aes,
     /// CKK_GENERIC_SECRET (HMAC keys).
     Generic,
+}
+
+/// The hash-chained audit log every change is appended to.
+#[derive(Debug, Args)]
+pub struct AuditLogArg {
+    /// The hash-chained audit log every change is appended to.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "KEYFERRY_AUDIT_LOG",
+        default_value = "keyferry-audit.jsonl"
+    )]
+    pub audit_log: PathBuf,
 }
 
 /// `keyferry audit ...`.

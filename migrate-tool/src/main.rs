@@ -528,7 +528,7 @@ fn migrate_command(args: &MigrateArgs) -> Result<u8, MigrateError> {
         );
     }
     // Before the journal: a log that does not verify stops the run with nothing written.
-    let mut audit = audit::AuditLog::open(&args.audit_log)?;
+    let mut audit = audit::AuditLog::open(&args.audit.audit_log)?;
     let (mut journal, done) = if resumed {
         let (journal, recorded) = Journal::resume(&journal_path)?;
         (journal, recorded.states)
@@ -701,7 +701,7 @@ fn rewrap_command(args: &cli::RewrapArgs) -> Result<u8, MigrateError> {
         uri: new_uri,
         ..new
     };
-    let mut audit = audit::AuditLog::open(&args.audit_log)?;
+    let mut audit = audit::AuditLog::open(&args.audit.audit_log)?;
     let summary = rewrap::run(&old, &new, &args.input, &args.output, &options)?;
     audit.append(audit::Event {
         action: "rewrap".to_owned(),
@@ -801,7 +801,7 @@ fn retire_command(args: &cli::RetireArgs) -> Result<u8, MigrateError> {
             "not confirmed; nothing was changed".to_owned(),
         ));
     }
-    let mut audit = audit::AuditLog::open(&args.audit_log)?;
+    let mut audit = audit::AuditLog::open(&args.audit.audit_log)?;
     let (mut journal, _) = Journal::resume(&path)?;
     let prove = |object: &inventory::Object| -> Result<String, String> {
         if rekey {
@@ -920,7 +920,7 @@ fn sync_command(args: &cli::SyncArgs) -> Result<u8, MigrateError> {
     let selection = Selection::new(&args.select)?;
     let mut modules = Modules::default();
     let (source, destination) = open_pair(&mut modules, &from, &to)?;
-    let mut audit = audit::AuditLog::open(&args.audit_log)?;
+    let mut audit = audit::AuditLog::open(&args.audit.audit_log)?;
     let fixed = status::fix_drift(&source, &destination, &selection, &mut audit)?;
     let pair = PairArgs {
         endpoints: args.endpoints.clone(),
@@ -1054,7 +1054,7 @@ fn rekey_command(args: &cli::RekeyArgs) -> Result<u8, MigrateError> {
             path.display()
         )));
     }
-    let mut audit = audit::AuditLog::open(&args.audit_log)?;
+    let mut audit = audit::AuditLog::open(&args.audit.audit_log)?;
     let (new_kek, made) = rekey::new_kek(
         &old,
         old_kek,
