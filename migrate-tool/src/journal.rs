@@ -165,37 +165,19 @@ impl Journal {
     /// Opens an existing journal to resume: reads it, then appends.
     pub fn resume(path: &Path) -> Result<(Self, Recorded), MigrateError> {
         let recorded = read(path)?;
+        drop_torn_tail(path)
+            .map_err(|err| journal_error(path, format!("cannot drop its torn last line: {err}")))?;
         let file = OpenOptions::new()
-            .read(true)
             .append(true)
             .open(path)
             .map_err(|err| journal_error(path, format!("cannot append to it: {err}")))?;
-        let mut journal = Self {
-            path: path.to_owned(),
-            file,
-        };
-        journal.drop_torn_line()?;
-        Ok((journal, recorded))
-    }
-
-    /// After a crash the last line may be torn (no newline): it never counted, so it goes,
-    /// and the next entry starts on a line of its own.
-    fn drop_torn_line(&mut self) -> Result<(), MigrateError> {
-        let bytes =
-            std::fs::read(&self.path).map_err(|err| journal_error(&self.path, err.to_string()))?;
-        if bytes.last().is_some_and(|&last| last != b'\n') {
-            let keep = bytes
-                .iter()
-                .rposition(|&byte| byte == b'\n')
-                .map_or(0, |index| index + 1);
-            self.file
-                .set_len(u64::try_from(keep).unwrap_or(0))
-                .and_then(|()| self.file.sync_data())
-                .map_err(|err| {
-                    journal_error(&self.path, format!("cannot drop its torn last line: {err}"))
-                })?;
-        }
-        Ok(())
+        Ok((
+            Self {
+                path: path.to_owned(),
+                file,
+            },
+            recorded,
+        ))
     }
 
     /// Appends one line and fsyncs it before returning.
@@ -225,6 +207,23 @@ impl Journal {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// After a crash the last line of an append-only file may be torn (no newline): it never
+/// counted, so it goes and the next line starts on a line of its own. Returns what is kept.
+pub fn drop_torn_tail(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path)?;
+    let keep = bytes
+        .iter()
+        .rposition(|&byte| byte == b'\n')
+        .map_or(0, |index| index + 1);
+    if keep < bytes.len() {
+        let file = OpenOptions::new().write(true).open(path)?;
+        file.set_len(u64::try_from(keep).unwrap_or(0))?;
+        file.sync_all()?;
+        bytes.truncate(keep);
+    }
+    Ok(bytes)
 }
 
 fn journal_error(path: &Path, reason: String) -> MigrateError {

@@ -297,7 +297,8 @@ fn decide(
         );
         return Ok(());
     }
-    entry.kcv = check::compute(source, &source.session, object).ok();
+    let kcv = check::compute(source, &source.session, object);
+    entry.kcv = kcv.as_ref().ok().cloned();
     if same_identity_on_source > 1 {
         refuse(
             entry,
@@ -348,9 +349,7 @@ fn decide(
             return Ok(());
         }
         if object.class == CKO_SECRET_KEY && entry.kcv.is_none() {
-            let reason = check::compute(source, &source.session, object)
-                .err()
-                .unwrap_or_default();
+            let reason = kcv.err().unwrap_or_default();
             refuse(
                 entry,
                 Some("CKA_ENCRYPT/CKA_SIGN/CKA_DECRYPT/CKA_WRAP"),

@@ -345,22 +345,9 @@ impl Worker<'_> {
 
 /// The ids an interrupted run already wrote, after dropping a torn last line.
 fn done_ids(partial: &Path) -> Result<HashSet<String>, MigrateError> {
-    let bytes = std::fs::read(partial)
+    let bytes = crate::journal::drop_torn_tail(partial)
         .map_err(|err| MigrateError::Usage(format!("{}: {err}", partial.display())))?;
-    let keep = bytes
-        .iter()
-        .rposition(|&byte| byte == b'\n')
-        .map_or(0, |index| index + 1);
-    if keep < bytes.len() {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(partial)
-            .map_err(|err| MigrateError::Usage(format!("{}: {err}", partial.display())))?;
-        file.set_len(u64::try_from(keep).unwrap_or(0))
-            .and_then(|()| file.sync_all())
-            .map_err(|err| MigrateError::Usage(format!("{}: {err}", partial.display())))?;
-    }
-    let text = String::from_utf8_lossy(&bytes[..keep]);
+    let text = String::from_utf8_lossy(&bytes);
     text.lines()
         .map(|line| {
             serde_json::from_str::<OutputLine>(line)
