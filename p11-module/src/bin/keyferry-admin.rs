@@ -32,7 +32,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List every slot: its token, serial, PIN state and domain (master-key check value).
+    /// List every slot: its token, serial, each PIN's Argon2id cost, the user PIN's state and
+    /// the domain (master-key check value).
     ShowSlots,
     /// Create a token on the free slot, or re-initialise an existing one (destroying its objects).
     ///
@@ -241,9 +242,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn show_slots(module: &Module) -> Result<(), Failure> {
+    // The domain stays the last column and the user-PIN state the one before it, as
+    // scripts that read this table expect.
     println!(
-        "{:<6} {:<32} {:<16} {:<14} {:<22} domain (master-key check value)",
-        "slot", "label", "serial", "state", "user PIN"
+        "{:<6} {:<32} {:<16} {:<14} {:<26} {:<26} {:<22} domain (master-key check value)",
+        "slot", "label", "serial", "state", "SO PIN KDF", "user PIN KDF", "user PIN"
     );
     for slot in module.slot_list()? {
         let info = module.token_info(slot)?;
@@ -262,12 +265,24 @@ fn show_slots(module: &Module) -> Result<(), Failure> {
             .token_list()?
             .into_iter()
             .find(|token| token.slot_id == slot);
-        let check = match token {
-            Some(token) => hex::encode(&token.lock()?.record.master_key_check),
-            None => "-".into(),
+        // Each PIN's Argon2id cost as recorded: a login raises it to the configured one.
+        let (check, so_kdf, user_kdf) = match token {
+            Some(token) => {
+                let state = token.lock()?;
+                let record = &state.record;
+                (
+                    hex::encode(&record.master_key_check),
+                    record.so.kdf.to_string(),
+                    record
+                        .user
+                        .as_ref()
+                        .map_or_else(|| "-".into(), |user| user.kdf.to_string()),
+                )
+            }
+            None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{slot:<6} {:<32} {:<16} {:<14} {user:<22} {check}",
+            "{slot:<6} {:<32} {:<16} {:<14} {so_kdf:<26} {user_kdf:<26} {user:<22} {check}",
             String::from_utf8_lossy(&info.label).trim_end(),
             String::from_utf8_lossy(&info.serialNumber).trim_end(),
             "initialised",

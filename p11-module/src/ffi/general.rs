@@ -1,6 +1,7 @@
 //! General-purpose functions (PKCS#11 3.0 §5.4): initialisation, info, function lists
 //! and interfaces.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Once;
 
 use keyferry_core::token::Module;
@@ -46,6 +47,7 @@ unsafe fn initialize(init_args: CK_VOID_PTR) -> Result<()> {
             return Err(Error::CantLock);
         }
     }
+    super::fork::install_handlers();
     install(|| {
         let config = Config::load().inspect_err(|err| eprintln!("keyferry: {err}"))?;
         init_logging(&config);
@@ -68,6 +70,9 @@ fn init_logging(config: &Config) {
             Some(path) => match std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                // Logs carry no secret, but object names and failed calls are nobody
+                // else's business either.
+                .mode(0o600)
                 .open(path)
             {
                 Ok(file) => builder.with_writer(std::sync::Mutex::new(file)).try_init(),

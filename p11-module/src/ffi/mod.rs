@@ -5,6 +5,7 @@
 mod convert;
 mod crypto;
 mod entry;
+mod fork;
 mod general;
 mod key_mgmt;
 mod object;

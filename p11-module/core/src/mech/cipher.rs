@@ -14,8 +14,8 @@ use subtle::{ConstantTimeEq, ConstantTimeGreater, ConstantTimeLess};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::mech::extend_secret;
 use crate::mech::params::Parameter;
+use crate::mech::{extend_secret, reserve_secret};
 
 const BLOCK: usize = 16;
 
@@ -536,6 +536,9 @@ impl Cipher for Gcm {
 
     fn update(&mut self, input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         self.output_len(input.len(), false)?;
+        // Room for the tag `finish` appends, so a 1 MiB message is not copied again.
+        let capacity = self.data.len() + input.len() + self.tag_len;
+        reserve_secret(&mut self.data, capacity);
         extend_secret(&mut self.data, input);
         Ok(Zeroizing::new(Vec::new()))
     }

@@ -357,13 +357,18 @@ pub fn lookup_for(kind: CK_MECHANISM_TYPE, flag: CK_FLAGS) -> Result<&'static dy
 /// the bytes move to a new allocation and the old one is wiped as it drops (a plain
 /// `Vec` reallocation would free it unwiped).
 pub fn extend_secret(buffer: &mut Zeroizing<Vec<u8>>, more: &[u8]) {
-    let needed = buffer.len() + more.len();
-    if needed > buffer.capacity() {
-        let mut grown = Zeroizing::new(Vec::with_capacity(needed.max(2 * buffer.capacity())));
+    reserve_secret(buffer, buffer.len() + more.len());
+    buffer.extend_from_slice(more);
+}
+
+/// Make room for `capacity` bytes in a secret buffer, moving (and wiping) as
+/// `extend_secret` does, so that appends up to that size copy nothing more.
+pub fn reserve_secret(buffer: &mut Zeroizing<Vec<u8>>, capacity: usize) {
+    if capacity > buffer.capacity() {
+        let mut grown = Zeroizing::new(Vec::with_capacity(capacity.max(2 * buffer.capacity())));
         grown.extend_from_slice(buffer);
         *buffer = grown;
     }
-    buffer.extend_from_slice(more);
 }
 
 /// Fill `out` from the operating system's CSPRNG.

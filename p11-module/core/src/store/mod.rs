@@ -82,6 +82,17 @@ impl KdfParams {
         };
         params.is_bounded().then_some(params)
     }
+
+    /// Whether `wanted` is a raise of `self`: no parameter of `wanted` is lower and at
+    /// least one is higher. Costs that trade one parameter for another (more memory but
+    /// fewer passes) are not comparable without a cost model, so they are not a raise:
+    /// a raise never lowers any parameter.
+    pub fn is_weaker_than(&self, wanted: &Self) -> bool {
+        self != wanted
+            && self.memory_kib <= wanted.memory_kib
+            && self.iterations <= wanted.iterations
+            && self.parallelism <= wanted.parallelism
+    }
 }
 
 impl fmt::Display for KdfParams {
@@ -185,6 +196,17 @@ pub trait Storage: Send {
         pin: &PinRecord,
         master_key_check: &[u8],
     ) -> Result<bool, StorageError>;
+    /// Replace one PIN's record with `raised`, the same PIN's master-key wrap under a
+    /// stronger Argon2id cost, in one transaction and only while the stored record is still
+    /// `current`: false, and nothing written, when another process changed the PIN
+    /// meanwhile or when `raised` is not a raise of `current` (`KdfParams::is_weaker_than`).
+    /// The failure counter is left alone.
+    fn raise_pin(
+        &mut self,
+        role: Role,
+        current: &PinRecord,
+        raised: &PinRecord,
+    ) -> Result<bool, StorageError>;
     /// Add one to a PIN's failure counter, atomically across processes, unless it has
     /// reached `max`: the new count, or `None` when the PIN is locked. Done before a PIN
     /// is checked, so neither a killed process nor a parallel one gets an extra guess.
@@ -220,5 +242,36 @@ mod tests {
         assert_eq!(KdfParams::parse("argon2id:m=1,t=2"), None);
         assert_eq!(KdfParams::parse("scrypt:m=1,t=2,p=3"), None);
         assert_eq!(KdfParams::parse("argon2id:m=4294967295,t=1,p=1"), None);
+    }
+
+    #[test]
+    fn only_a_raise_of_no_parameter_lowered_is_weaker() {
+        let stored = KdfParams {
+            memory_kib: 1024,
+            iterations: 2,
+            parallelism: 2,
+        };
+        let with = |memory_kib, iterations, parallelism| KdfParams {
+            memory_kib,
+            iterations,
+            parallelism,
+        };
+        assert!(stored.is_weaker_than(&with(2048, 2, 2)));
+        assert!(stored.is_weaker_than(&with(1024, 3, 2)));
+        assert!(stored.is_weaker_than(&with(1024, 2, 4)));
+        assert!(stored.is_weaker_than(&with(4096, 8, 4)));
+        assert!(!stored.is_weaker_than(&stored), "equal is not weaker");
+        assert!(!stored.is_weaker_than(&with(512, 1, 1)), "lower everywhere");
+        assert!(
+            !stored.is_weaker_than(&with(4096, 1, 2)),
+            "more memory, fewer passes"
+        );
+        assert!(
+            !stored.is_weaker_than(&with(512, 8, 2)),
+            "fewer KiB, more passes"
+        );
+        assert!(!stored.is_weaker_than(&with(4096, 8, 1)), "one lane fewer");
+        assert!(!KdfParams::DEFAULT.is_weaker_than(&with(64, 1, 1)));
+        assert!(with(64, 1, 1).is_weaker_than(&KdfParams::DEFAULT));
     }
 }

@@ -1,8 +1,9 @@
 //! The SQLite store: one file per token, WAL, a busy timeout for other processes, a
 //! schema version, and indexes so finding one object among 100 000 stays cheap.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
+use std::cell::{Cell, RefCell};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,6 +54,45 @@ CREATE INDEX objects_label ON objects (label);
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// The WAL index (`-shm`), read to tell cheaply whether anyone has committed since the
+    /// last look; see `generation`.
+    shm: RefCell<Option<File>>,
+    /// The WAL-index header and `data_version` at the last look.
+    last_look: Cell<([u8; WAL_INDEX_HEADER], u64)>,
+}
+
+/// SQLite's WAL-index header: the first 48 bytes of the `-shm` file, which every commit
+/// rewrites (its `iChange` counter and `mxFrame` at least; "WAL-index format" in SQLite's
+/// file-format documentation).
+const WAL_INDEX_HEADER: usize = 48;
+
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Refuse a file that does not start as an SQLite database before SQLite opens it:
+/// SQLite treats an empty file as a new database and `journal_mode=WAL` would write a
+/// header into it, and a foreign file would get `-wal`/`-shm` files beside it. A damaged
+/// token is left exactly as it was found.
+fn check_header(path: &Path) -> Result<(), StorageError> {
+    use std::io::Read;
+    let corrupt = |reason: String| StorageError::Corrupt {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut header = Vec::with_capacity(SQLITE_MAGIC.len());
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(SQLITE_MAGIC.len() as u64)
+                .read_to_end(&mut header)
+        })
+        .map_err(|err| corrupt(err.to_string()))?;
+    match header.len() {
+        0 => Err(corrupt("empty file".into())),
+        _ if header.as_slice() != SQLITE_MAGIC => {
+            Err(corrupt("not an SQLite database (bad header)".into()))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl SqliteStore {
@@ -130,6 +170,7 @@ impl SqliteStore {
                 reason: "no such file".into(),
             });
         }
+        check_header(path)?;
         let store = Self::connect(path)?;
         let version: i64 = store
             .conn
@@ -169,7 +210,22 @@ impl SqliteStore {
         Ok(Self {
             conn,
             path: path.to_path_buf(),
+            shm: RefCell::new(None),
+            last_look: Cell::new(([0; WAL_INDEX_HEADER], u64::MAX)),
         })
+    }
+
+    /// The WAL-index header as it is now, if the `-shm` file can be read.
+    fn wal_index_header(&self) -> Option<[u8; WAL_INDEX_HEADER]> {
+        let mut shm = self.shm.try_borrow_mut().ok()?;
+        if shm.is_none() {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push("-shm");
+            *shm = File::open(PathBuf::from(name)).ok();
+        }
+        let mut header = [0; WAL_INDEX_HEADER];
+        shm.as_ref()?.read_exact_at(&mut header, 0).ok()?;
+        Some(header)
     }
 
     fn corrupt(&self, reason: String) -> StorageError {
@@ -203,6 +259,13 @@ impl SqliteStore {
             (None, None, None) => Ok(None),
             _ => Err(self.corrupt("half a PIN record".into())),
         }
+    }
+}
+
+fn pin_prefix(role: Role) -> &'static str {
+    match role {
+        Role::So => "so",
+        Role::User => "user",
     }
 }
 
@@ -312,10 +375,7 @@ impl Storage for SqliteStore {
         pin: &PinRecord,
         master_key_check: &[u8],
     ) -> Result<bool, StorageError> {
-        let prefix = match role {
-            Role::So => "so",
-            Role::User => "user",
-        };
+        let prefix = pin_prefix(role);
         let changed = self.conn.execute(
             &format!(
                 "UPDATE token SET {prefix}_salt = ?1, {prefix}_kdf = ?2, {prefix}_wrapped = ?3,
@@ -329,6 +389,41 @@ impl Storage for SqliteStore {
             ],
         )?;
         self.checkpoint()?;
+        Ok(changed == 1)
+    }
+
+    fn raise_pin(
+        &mut self,
+        role: Role,
+        current: &PinRecord,
+        raised: &PinRecord,
+    ) -> Result<bool, StorageError> {
+        if !current.kdf.is_weaker_than(&raised.kdf) {
+            return Ok(false);
+        }
+        let prefix = pin_prefix(role);
+        // One statement in one transaction: a crash leaves either the old wrap or the new
+        // one, each complete and each opened by the same PIN.
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            &format!(
+                "UPDATE token SET {prefix}_salt = ?1, {prefix}_kdf = ?2, {prefix}_wrapped = ?3
+                 WHERE id = 1 AND {prefix}_salt = ?4 AND {prefix}_kdf = ?5
+                 AND {prefix}_wrapped = ?6"
+            ),
+            params![
+                raised.salt,
+                raised.kdf.to_string(),
+                raised.wrapped_master_key,
+                current.salt,
+                current.kdf.to_string(),
+                current.wrapped_master_key,
+            ],
+        )?;
+        tx.commit()?;
+        if changed == 1 {
+            self.checkpoint()?;
+        }
         Ok(changed == 1)
     }
 
@@ -453,11 +548,28 @@ impl Storage for SqliteStore {
             == 1)
     }
 
+    /// Asked before nearly every call on a token object, so it avoids SQLite when it can: a
+    /// read transaction costs file locks, while an unchanged WAL-index header means no
+    /// connection has committed since the last look (any commit rewrites it before it
+    /// returns). Only when the header moved (or cannot be read) is `data_version` asked.
     fn generation(&self) -> Result<u64, StorageError> {
+        let header = self.wal_index_header();
+        let (last_header, last_version) = self.last_look.get();
+        if let Some(header) = header
+            && header == last_header
+            && last_version != u64::MAX
+        {
+            return Ok(last_version);
+        }
         let version: i64 = self
             .conn
-            .pragma_query_value(None, "data_version", |row| row.get(0))?;
-        Ok(version as u64)
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |row| row.get(0))?;
+        let version = version as u64;
+        if let Some(header) = header {
+            self.last_look.set((header, version));
+        }
+        Ok(version)
     }
 }
 
@@ -539,6 +651,138 @@ mod tests {
     }
 
     #[test]
+    fn the_generation_moves_with_every_other_connections_commit_and_only_then() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("g.kftoken");
+        let mut ours = SqliteStore::create(&path, &record()).expect("created");
+        let mut theirs = SqliteStore::open(&path).expect("opened twice");
+        let start = ours.generation().expect("generation");
+        assert_eq!(
+            ours.generation().expect("generation"),
+            start,
+            "nobody wrote"
+        );
+        for round in 0..50 {
+            theirs
+                .insert(&object(&format!("o{round}")))
+                .expect("inserted");
+            let seen = ours.generation().expect("generation");
+            assert_ne!(
+                seen, start,
+                "round {round}: another connection's commit was missed"
+            );
+            assert_eq!(ours.generation().expect("generation"), seen);
+            // Our own commits are no news to us (SQLite's data_version semantics).
+            ours.insert(&object(&format!("p{round}")))
+                .expect("inserted");
+            assert_eq!(ours.generation().expect("generation"), seen);
+        }
+        // A plain SQLite connection (another program) is seen the same way.
+        let seen = ours.generation().expect("generation");
+        rusqlite::Connection::open(&path)
+            .expect("opened")
+            .execute("UPDATE token SET label = 'edited'", [])
+            .expect("edited");
+        assert_ne!(ours.generation().expect("generation"), seen);
+        // And a checkpoint that resets the WAL too.
+        let seen = ours.generation().expect("generation");
+        theirs
+            .conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .expect("checkpointed");
+        theirs.insert(&object("after")).expect("inserted");
+        assert_ne!(ours.generation().expect("generation"), seen);
+    }
+
+    fn pin(kdf: KdfParams, byte: u8) -> PinRecord {
+        PinRecord {
+            salt: vec![byte; 16],
+            kdf,
+            wrapped_master_key: vec![byte; 60],
+        }
+    }
+
+    const CHEAP: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    #[test]
+    fn a_raise_replaces_only_the_record_it_was_made_from_and_never_lowers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.kftoken");
+        let mut initial = record();
+        initial.so = pin(CHEAP, 1);
+        initial.user = Some(pin(CHEAP, 2));
+        let mut store = SqliteStore::create(&path, &initial).expect("created");
+        assert_eq!(
+            store.count_failure(Role::User, 10).expect("counted"),
+            Some(1)
+        );
+
+        let raised = pin(KdfParams::DEFAULT, 3);
+        assert!(
+            store
+                .raise_pin(Role::User, &pin(CHEAP, 2), &raised)
+                .expect("raised")
+        );
+        let after = store.token().expect("record");
+        assert_eq!(after.user, Some(raised.clone()));
+        assert_eq!(after.so, pin(CHEAP, 1), "the other PIN is untouched");
+        assert_eq!(after.user_failures, 1, "the failure counter is untouched");
+
+        // A stale `current` (the PIN changed meanwhile) writes nothing.
+        let stronger = KdfParams {
+            memory_kib: 64 * 1024,
+            ..KdfParams::DEFAULT
+        };
+        assert!(
+            !store
+                .raise_pin(Role::User, &pin(CHEAP, 2), &pin(stronger, 4))
+                .expect("ran")
+        );
+        // Lower or equal parameters are never written.
+        assert!(
+            !store
+                .raise_pin(Role::User, &raised, &pin(CHEAP, 5))
+                .expect("ran")
+        );
+        assert!(
+            !store
+                .raise_pin(Role::User, &raised, &pin(KdfParams::DEFAULT, 6))
+                .expect("ran")
+        );
+        drop(store);
+        let reopened = SqliteStore::open(&path).expect("reopened");
+        assert_eq!(reopened.token().expect("record").user, Some(raised));
+    }
+
+    #[test]
+    fn a_raise_that_fails_mid_transaction_leaves_the_old_wrap() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.kftoken");
+        let mut initial = record();
+        initial.so = pin(CHEAP, 1);
+        let mut store = SqliteStore::create(&path, &initial).expect("created");
+        // The new KDF text is written, then the statement dies before it completes.
+        store
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER crash AFTER UPDATE OF so_kdf ON token
+                 BEGIN SELECT RAISE(ABORT, 'simulated crash'); END;",
+            )
+            .expect("trigger");
+        assert!(matches!(
+            store.raise_pin(Role::So, &pin(CHEAP, 1), &pin(KdfParams::DEFAULT, 2)),
+            Err(StorageError::Sqlite(_))
+        ));
+        drop(store);
+        let reopened = SqliteStore::open(&path).expect("reopened");
+        assert_eq!(reopened.token().expect("record").so, pin(CHEAP, 1));
+    }
+
+    #[test]
     fn garbage_and_future_files_are_refused_clearly() {
         let dir = tempfile::tempdir().expect("temp dir");
         let garbage = dir.path().join("garbage.kftoken");
@@ -547,6 +791,24 @@ mod tests {
             SqliteStore::open(&garbage),
             Err(StorageError::Corrupt { .. })
         ));
+        assert_eq!(std::fs::read(&garbage).expect("read"), vec![0x5a; 4096]);
+        let empty = dir.path().join("empty.kftoken");
+        std::fs::write(&empty, b"").expect("written");
+        assert!(matches!(
+            SqliteStore::open(&empty),
+            Err(StorageError::Corrupt { reason, .. }) if reason == "empty file"
+        ));
+        assert_eq!(std::fs::metadata(&empty).expect("still there").len(), 0);
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("listed")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["empty.kftoken", "garbage.kftoken"],
+            "no -wal/-shm left"
+        );
         let future = dir.path().join("future.kftoken");
         drop(SqliteStore::create(&future, &record()).expect("created"));
         let conn = Connection::open(&future).expect("opened");

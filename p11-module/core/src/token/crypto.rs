@@ -133,7 +133,12 @@ fn run_cipher(
             cipher.update(input)?
         };
         if finishing {
-            mech::extend_secret(&mut out, &cipher.finish()?);
+            let last = cipher.finish()?;
+            if out.is_empty() {
+                // Buffering ciphers (GCM, CBC-PAD) hand everything over at the end.
+                return Ok(last);
+            }
+            mech::extend_secret(&mut out, &last);
         }
         Ok(out)
     };
@@ -179,7 +184,7 @@ impl Module {
         invalid: Error,
     ) -> Result<Arc<Object>> {
         let mut state = session.token.lock()?;
-        state.refresh()?;
+        state.refresh_for(handle)?;
         state.object(handle).map_err(|err| match err {
             Error::ObjectHandleInvalid => invalid,
             other => other,

@@ -21,7 +21,7 @@ use crate::mech;
 use crate::mech::params::Parameter;
 use crate::store::keys::Key256;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Role, TokenRecord};
+use crate::store::{PinRecord, Role, TokenRecord};
 use attr::{Attribute, Value};
 use object::{Object, Origin};
 use session::{Find, Session};
@@ -468,16 +468,65 @@ impl Module {
             current if current == wanted => Err(Error::UserAlreadyLoggedIn),
             _ => Err(Error::UserAnotherAlreadyLoggedIn),
         };
+        // Concurrent logins take turns; those after the first find it logged in.
+        let _turn = token.pin_check()?;
         {
             let mut state = token.lock()?;
             state.refresh()?;
             check_state(&state)?;
         }
-        let master = check_pin(token, role, pin, self.config.max_pin_attempts)?;
+        let (master, verified) = verify_pin(token, role, pin, self.config.max_pin_attempts)?;
+        if verified.kdf.is_weaker_than(&self.config.kdf) {
+            self.raise_kdf(token, role, pin, &master, &verified);
+        }
         let mut state = token.lock()?;
         session.require_open()?;
         check_state(&state)?;
         state.set_login(wanted, &master)
+    }
+
+    /// After a PIN proved right, rewrap the master key under the configured Argon2id
+    /// cost when the PIN's stored cost is weaker (`KdfParams::is_weaker_than`: no
+    /// parameter lowered, at least one raised). The new record replaces the old in one
+    /// transaction, and only if the PIN was not changed meanwhile. Best effort: when the
+    /// write fails the old wrap stays, still works, and the next login tries again.
+    fn raise_kdf(
+        &self,
+        token: &Token,
+        role: Role,
+        pin: &[u8],
+        master: &Key256,
+        current: &PinRecord,
+    ) {
+        let raised = || -> Result<bool> {
+            let serial = token.lock()?.record.serial.clone();
+            // The key derivation runs outside the token's lock.
+            let raised = slot::pin_record(&self.config, &serial, role, pin, master)?;
+            let mut state = token.lock()?;
+            if !state.store().raise_pin(role, current, &raised)? {
+                return Ok(false);
+            }
+            match role {
+                Role::So => state.record.so = raised,
+                Role::User => state.record.user = Some(raised),
+            }
+            Ok(true)
+        };
+        let (slot, from, to) = (token.slot_id, current.kdf, self.config.kdf);
+        match raised() {
+            Ok(true) => tracing::info!(slot, ?role, %from, %to, "PIN key derivation raised"),
+            Ok(false) => {
+                tracing::info!(
+                    slot,
+                    ?role,
+                    "PIN changed meanwhile; key derivation not raised"
+                )
+            }
+            Err(err) => tracing::warn!(
+                slot, ?role, %from, %to,
+                "raising the PIN key derivation failed; the old one stays: {err}"
+            ),
+        }
     }
 
     /// Gives the token its domain key object (`mech::domain`) if it has none; the user
@@ -630,7 +679,7 @@ impl Module {
     ) -> Result<Arc<Object>> {
         let session = self.session(handle)?;
         let mut state = session.token.lock()?;
-        state.refresh()?;
+        state.refresh_for(target)?;
         state.object(target)
     }
 
@@ -729,7 +778,7 @@ impl Module {
         key.put(CKA_VALUE, Value::Bytes(value));
         key.finish(origin)?;
         let mut state = session.token.lock()?;
-        state.refresh()?;
+        state.refresh_before_adding(&key)?;
         self.add(&session, &mut state, key)
     }
 
@@ -851,6 +900,18 @@ impl Module {
 /// Check a PIN, counting the attempt in the token file before the check so a killed
 /// process cannot skip it; the KDF runs outside the token's lock.
 fn check_pin(token: &Token, role: Role, pin: &[u8], max_attempts: u32) -> Result<Key256> {
+    let _turn = token.pin_check()?;
+    verify_pin(token, role, pin, max_attempts).map(|(master, _)| master)
+}
+
+/// `check_pin`, also giving the PIN record the PIN opened. The caller holds the token's
+/// `pin_check` turn.
+fn verify_pin(
+    token: &Token,
+    role: Role,
+    pin: &[u8],
+    max_attempts: u32,
+) -> Result<(Key256, PinRecord)> {
     let (record, serial) = {
         let mut state = token.lock()?;
         state.refresh()?;
@@ -886,7 +947,7 @@ fn check_pin(token: &Token, role: Role, pin: &[u8], max_attempts: u32) -> Result
         Role::So => state.record.so_failures = 0,
         Role::User => state.record.user_failures = 0,
     }
-    Ok(master)
+    Ok((master, record))
 }
 
 fn pin_flags(failures: u32, max: u32, [low, final_try, locked]: [CK_FLAGS; 3]) -> CK_FLAGS {
@@ -943,4 +1004,175 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 
 fn poisoned() -> Error {
     Error::General("module state poisoned by an earlier panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{KdfParams, Storage};
+
+    const SO_PIN: &[u8] = b"so-pin-4321";
+    const USER_PIN: &[u8] = b"user-pin-1234";
+    const CHEAP: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+    const RAISED: KdfParams = KdfParams {
+        memory_kib: 128,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    fn config(dir: &Path, kdf: KdfParams) -> Config {
+        Config {
+            token_dir: dir.to_path_buf(),
+            min_pin_len: 4,
+            max_pin_attempts: 10,
+            kdf,
+            log_level: "warn".into(),
+            log_file: None,
+            source: None,
+        }
+    }
+
+    /// A fresh module (as a new process would have) logs in once and closes its session.
+    fn login(dir: &Path, kdf: KdfParams, user_type: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
+        let module = Module::new(config(dir, kdf))?;
+        let session = module.open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)?;
+        let result = module.login(session, user_type, pin);
+        module.close_session(session)?;
+        result
+    }
+
+    fn stored(dir: &Path) -> TokenRecord {
+        let files = token_files(dir).expect("listed");
+        let path = files.first().expect("one token file");
+        SqliteStore::open(path)
+            .expect("opened")
+            .token()
+            .expect("record")
+    }
+
+    #[test]
+    fn a_login_raises_a_weaker_pin_kdf_and_nothing_ever_lowers_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let module = Module::new(config(dir.path(), CHEAP)).expect("module");
+        module
+            .init_token(0, SO_PIN, &padded("raise"))
+            .expect("C_InitToken");
+        let session = module
+            .open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .expect("session");
+        module.login(session, CKU_SO, SO_PIN).expect("SO login");
+        module.init_pin(session, USER_PIN).expect("C_InitPIN");
+        module.close_session(session).expect("closed");
+        let made = stored(dir.path());
+        assert_eq!(made.so.kdf, CHEAP);
+        let cheap_user = made.user.clone().expect("user PIN");
+        assert_eq!(cheap_user.kdf, CHEAP);
+
+        // A wrong PIN raises nothing.
+        assert!(matches!(
+            login(dir.path(), RAISED, CKU_USER, b"wrong-pin"),
+            Err(Error::PinIncorrect)
+        ));
+        assert_eq!(stored(dir.path()).user, Some(cheap_user.clone()));
+
+        login(dir.path(), RAISED, CKU_USER, USER_PIN).expect("user login");
+        let raised = stored(dir.path());
+        let raised_user = raised.user.clone().expect("user PIN");
+        assert_eq!(raised_user.kdf, RAISED);
+        assert_ne!(raised_user.salt, cheap_user.salt, "a fresh salt");
+        assert_eq!(raised.so.kdf, CHEAP, "only the PIN that logged in");
+        assert_eq!(raised.user_failures, 0);
+
+        // The raised wrap opens under any configuration; none lowers or trades it.
+        let mixed = KdfParams {
+            memory_kib: 256,
+            iterations: 1,
+            parallelism: 1,
+        };
+        for kdf in [CHEAP, RAISED, mixed] {
+            login(dir.path(), kdf, CKU_USER, USER_PIN).expect("user login");
+            assert_eq!(stored(dir.path()).user, Some(raised_user.clone()), "{kdf}");
+        }
+
+        login(dir.path(), RAISED, CKU_SO, SO_PIN).expect("SO login");
+        assert_eq!(stored(dir.path()).so.kdf, RAISED);
+        login(dir.path(), CHEAP, CKU_SO, SO_PIN).expect("SO login after the raise");
+    }
+
+    #[test]
+    fn a_raise_in_the_module_that_logged_in_keeps_its_record_current() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Module::new(config(dir.path(), CHEAP))
+            .expect("module")
+            .init_token(0, SO_PIN, &padded("current"))
+            .expect("C_InitToken");
+        let module = Module::new(config(dir.path(), RAISED)).expect("module");
+        let session = module
+            .open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .expect("session");
+        module.login(session, CKU_SO, SO_PIN).expect("SO login");
+        module.logout(session).expect("logout");
+        let token = module.token(0).expect("slot").expect("a token");
+        let in_memory = token.lock().expect("state").record.so.clone();
+        assert_eq!(in_memory, stored(dir.path()).so);
+        assert_eq!(in_memory.kdf, RAISED);
+        module
+            .login(session, CKU_SO, SO_PIN)
+            .expect("SO login again");
+    }
+
+    #[test]
+    fn concurrent_logins_with_the_right_pin_never_lock_it() {
+        // Each check counts a failure before its KDF and clears it after; without turns,
+        // more than max_pin_attempts checks in flight locked the right PIN (cryptoki's
+        // login_feast). A costlier KDF widens the window the checks overlap in.
+        let slow = KdfParams {
+            memory_kib: 4096,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let module = Module::new(config(dir.path(), slow)).expect("module");
+        module
+            .init_token(0, SO_PIN, &padded("feast"))
+            .expect("C_InitToken");
+        let session = module
+            .open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .expect("session");
+        module.login(session, CKU_SO, SO_PIN).expect("SO login");
+        module.init_pin(session, USER_PIN).expect("C_InitPIN");
+        module.close_session(session).expect("closed");
+
+        let threads = 3 * module.config.max_pin_attempts as usize;
+        let start = std::sync::Barrier::new(threads);
+        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+            let logins: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let session = module
+                            .open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+                            .expect("session");
+                        start.wait();
+                        module.login(session, CKU_USER, USER_PIN)
+                    })
+                })
+                .collect();
+            logins
+                .into_iter()
+                .map(|login| login.join().expect("login thread"))
+                .collect()
+        });
+
+        let logged_in = results.iter().filter(|result| result.is_ok()).count();
+        let already = results
+            .iter()
+            .filter(|result| matches!(result, Err(Error::UserAlreadyLoggedIn)))
+            .count();
+        assert_eq!((logged_in, already), (1, threads - 1), "{results:?}");
+        assert_eq!(stored(dir.path()).user_failures, 0);
+    }
 }

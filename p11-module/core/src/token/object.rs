@@ -287,7 +287,7 @@ impl Object {
 
     fn schema(&self) -> Schema {
         // Every Object was built through `schema_of`, so the schema exists.
-        schema_of(&self.attrs).unwrap_or(&[])
+        schema_of(&self.attrs).unwrap_or(&rules::NO_RULES)
     }
 
     /// What `C_GetAttributeValue` may reveal of `kind` (PKCS#11 3.0 §5.7.5).

@@ -1,6 +1,8 @@
 //! Attribute rules as tables, one per class and key type, read alike by create, copy,
 //! generate, set and get (after kryoptic's `OAFlags`). PKCS#11 3.0 §4 footnotes to Table 10.
 
+use std::sync::OnceLock;
+
 use pkcs11_sys::*;
 
 use crate::token::attr::Value;
@@ -274,42 +276,78 @@ const EC_PRIVATE: &[Rule] = &[
 ];
 
 /// The rule tables of one kind of object, most general first.
-pub type Schema = &'static [&'static [Rule]];
+/// The rule tables of one kind of object, general to specific, and their merge.
+pub struct SchemaDef {
+    tables: &'static [&'static [Rule]],
+    /// The tables folded into one list sorted by attribute type, the more specific table
+    /// winning; made on first use. Every object creation, copy, seal and open asks for
+    /// rules, and merging the tables each time cost more than the AES of an unwrap.
+    merged: OnceLock<Vec<&'static Rule>>,
+}
+
+impl SchemaDef {
+    const fn new(tables: &'static [&'static [Rule]]) -> Self {
+        Self {
+            tables,
+            merged: OnceLock::new(),
+        }
+    }
+
+    fn merged(&self) -> &[&'static Rule] {
+        self.merged.get_or_init(|| {
+            let mut merged: Vec<&'static Rule> = Vec::new();
+            for table in self.tables.iter().rev() {
+                for rule in table.iter() {
+                    if !merged.iter().any(|known| known.kind == rule.kind) {
+                        merged.push(rule);
+                    }
+                }
+            }
+            merged.sort_by_key(|rule| rule.kind);
+            merged
+        })
+    }
+}
+
+/// A kind of object's rules.
+pub type Schema = &'static SchemaDef;
+
+/// No rules at all (what a schema-less object would have; none is ever built).
+pub static NO_RULES: SchemaDef = SchemaDef::new(&[]);
+static DATA_SCHEMA: SchemaDef = SchemaDef::new(&[COMMON, DATA]);
+static CERTIFICATE_SCHEMA: SchemaDef = SchemaDef::new(&[COMMON, CERTIFICATE, X509_CERTIFICATE]);
+static SECRET_SCHEMA: SchemaDef = SchemaDef::new(&[COMMON, KEY, SECRET_KEY, SECRET_VALUE]);
+static RSA_PUBLIC_SCHEMA: SchemaDef = SchemaDef::new(&[COMMON, KEY, PUBLIC_KEY, RSA_PUBLIC]);
+static EC_PUBLIC_SCHEMA: SchemaDef = SchemaDef::new(&[COMMON, KEY, PUBLIC_KEY, EC_PUBLIC]);
+static RSA_PRIVATE_SCHEMA: SchemaDef = SchemaDef::new(&[COMMON, KEY, PRIVATE_KEY, RSA_PRIVATE]);
+static EC_PRIVATE_SCHEMA: SchemaDef = SchemaDef::new(&[COMMON, KEY, PRIVATE_KEY, EC_PRIVATE]);
 
 /// The schema of a class and key type; `None` when we do not store such objects.
 pub fn schema(class: CK_OBJECT_CLASS, key_type: Option<CK_KEY_TYPE>) -> Option<Schema> {
-    let schema: Schema = match (class, key_type) {
-        (CKO_DATA, _) => &[COMMON, DATA],
-        (CKO_CERTIFICATE, _) => &[COMMON, CERTIFICATE, X509_CERTIFICATE],
-        (CKO_SECRET_KEY, Some(CKK_AES | CKK_GENERIC_SECRET)) => {
-            &[COMMON, KEY, SECRET_KEY, SECRET_VALUE]
-        }
-        (CKO_PUBLIC_KEY, Some(CKK_RSA)) => &[COMMON, KEY, PUBLIC_KEY, RSA_PUBLIC],
-        (CKO_PUBLIC_KEY, Some(CKK_EC | CKK_EC_EDWARDS)) => &[COMMON, KEY, PUBLIC_KEY, EC_PUBLIC],
-        (CKO_PRIVATE_KEY, Some(CKK_RSA)) => &[COMMON, KEY, PRIVATE_KEY, RSA_PRIVATE],
-        (CKO_PRIVATE_KEY, Some(CKK_EC | CKK_EC_EDWARDS)) => &[COMMON, KEY, PRIVATE_KEY, EC_PRIVATE],
+    Some(match (class, key_type) {
+        (CKO_DATA, _) => &DATA_SCHEMA,
+        (CKO_CERTIFICATE, _) => &CERTIFICATE_SCHEMA,
+        (CKO_SECRET_KEY, Some(CKK_AES | CKK_GENERIC_SECRET)) => &SECRET_SCHEMA,
+        (CKO_PUBLIC_KEY, Some(CKK_RSA)) => &RSA_PUBLIC_SCHEMA,
+        (CKO_PUBLIC_KEY, Some(CKK_EC | CKK_EC_EDWARDS)) => &EC_PUBLIC_SCHEMA,
+        (CKO_PRIVATE_KEY, Some(CKK_RSA)) => &RSA_PRIVATE_SCHEMA,
+        (CKO_PRIVATE_KEY, Some(CKK_EC | CKK_EC_EDWARDS)) => &EC_PRIVATE_SCHEMA,
         _ => return None,
-    };
-    Some(schema)
+    })
 }
 
 /// The rule for `kind` in `schema`; a later (more specific) table wins.
 pub fn rule(schema: Schema, kind: CK_ATTRIBUTE_TYPE) -> Option<&'static Rule> {
-    schema
-        .iter()
-        .rev()
-        .find_map(|table| table.iter().find(|rule| rule.kind == kind))
+    let merged = schema.merged();
+    merged
+        .binary_search_by_key(&kind, |rule| rule.kind)
+        .ok()
+        .and_then(|index| merged.get(index).copied())
 }
 
-/// Every rule of a schema, specific tables overriding general ones.
+/// Every rule of a schema, specific tables overriding general ones, by attribute type.
 pub fn rules(schema: Schema) -> impl Iterator<Item = &'static Rule> {
-    schema.iter().enumerate().flat_map(move |(index, table)| {
-        table.iter().filter(move |rule| {
-            !schema[index + 1..]
-                .iter()
-                .any(|later| later.iter().any(|r| r.kind == rule.kind))
-        })
-    })
+    schema.merged().iter().copied()
 }
 
 /// Default CKA_PRIVATE per class: keys that hold secrets are private, the rest public.

@@ -1,9 +1,10 @@
 //! One initialised token: its store, its login state (shared by all of the application's
 //! sessions, PKCS#11 3.0 §5.6), its object cache and the handles this process gave out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use pkcs11_sys::*;
 
@@ -49,6 +50,36 @@ pub enum Handle {
     },
 }
 
+/// Closed (written) by the C shell's fork handler while a process forks: every token state
+/// lock holds it open (read), so a fork never happens while a thread of this process is
+/// inside a token's SQLite transaction. SQLite's lock bookkeeping is per process memory,
+/// and a child that inherited it mid-transaction could never write the token file again.
+pub static FORK_GATE: RwLock<()> = RwLock::new(());
+
+/// A token's locked state (see `Token::lock`).
+pub struct StateGuard<'a> {
+    state: MutexGuard<'a, TokenState>,
+    // Dropped after `state`: the fork gate opens only once the state is unlocked.
+    _gate: RwLockReadGuard<'static, ()>,
+}
+
+impl Deref for StateGuard<'_> {
+    type Target = TokenState;
+
+    fn deref(&self) -> &TokenState {
+        &self.state
+    }
+}
+
+impl DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut TokenState {
+        &mut self.state
+    }
+}
+
+/// The most decrypted objects a token keeps in memory.
+const MAX_CACHED_OBJECTS: usize = 4096;
+
 /// A token's mutable state; one mutex guards it.
 pub struct TokenState {
     store: Box<dyn Storage>,
@@ -61,6 +92,10 @@ pub struct TokenState {
     object_key: Option<Key256>,
     cache: HashMap<ObjectId, Arc<Object>>,
     handles: HashMap<CK_OBJECT_HANDLE, Handle>,
+    /// The handles of session objects, in order, so a search need not walk every token
+    /// handle this process was given. May hold handles since gone from `handles` (handle
+    /// numbers are never reused); a search drops them.
+    session_handles: BTreeSet<CK_OBJECT_HANDLE>,
     token_handles: HashMap<ObjectId, CK_OBJECT_HANDLE>,
     /// Open sessions of this application on the token.
     pub sessions: usize,
@@ -76,6 +111,9 @@ pub struct Token {
     pub path: PathBuf,
     /// Everything that changes.
     pub state: std::sync::Mutex<TokenState>,
+    /// Held through a whole PIN check. A check counts a failure before its KDF runs and
+    /// clears it after, so concurrent checks of the right PIN would add up to a lock-out.
+    pin_check: std::sync::Mutex<()>,
 }
 
 impl Token {
@@ -101,18 +139,31 @@ impl Token {
                 object_key: None,
                 cache: HashMap::new(),
                 handles: HashMap::new(),
+                session_handles: BTreeSet::new(),
                 token_handles: HashMap::new(),
                 sessions: 0,
                 rw_sessions: 0,
             }),
+            pin_check: std::sync::Mutex::new(()),
         })
     }
 
-    /// Lock the token's state; a poisoned lock means a panic mid-change.
-    pub fn lock(&self) -> Result<std::sync::MutexGuard<'_, TokenState>> {
-        self.state
+    /// Lock the token's state; a poisoned lock means a panic mid-change. The guard also
+    /// holds `FORK_GATE` open, so no fork happens while it is held.
+    pub fn lock(&self) -> Result<StateGuard<'_>> {
+        let gate = FORK_GATE.read().unwrap_or_else(PoisonError::into_inner);
+        let state = self
+            .state
             .lock()
-            .map_err(|_| Error::General("token state poisoned by an earlier panic".into()))
+            .map_err(|_| Error::General("token state poisoned by an earlier panic".into()))?;
+        Ok(StateGuard { state, _gate: gate })
+    }
+
+    /// Take the token's PIN-check turn: one PIN check of this process at a time.
+    pub fn pin_check(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
+        self.pin_check
+            .lock()
+            .map_err(|_| Error::General("PIN check poisoned by an earlier panic".into()))
     }
 }
 
@@ -298,6 +349,7 @@ impl TokenState {
         self.record = record;
         self.forget_login();
         self.handles.clear();
+        self.session_handles.clear();
         self.token_handles.clear();
         self.generation = self.store.generation()?;
         Ok(())
@@ -321,6 +373,19 @@ impl TokenState {
         Ok(())
     }
 
+    /// Caches a decrypted object; past `MAX_CACHED_OBJECTS` another one goes (any: a miss
+    /// costs one indexed read and an AES-GCM open), so memory stays bounded however many
+    /// objects the token holds and this process touches.
+    fn cache_insert(&mut self, id: ObjectId, object: Arc<Object>) {
+        if self.cache.len() >= MAX_CACHED_OBJECTS
+            && !self.cache.contains_key(&id)
+            && let Some(&victim) = self.cache.keys().next()
+        {
+            self.cache.remove(&victim);
+        }
+        self.cache.insert(id, object);
+    }
+
     fn load(&mut self, id: ObjectId) -> Result<Option<Arc<Object>>> {
         if let Some(object) = self.cache.get(&id) {
             return Ok(Some(object.clone()));
@@ -335,7 +400,7 @@ impl TokenState {
             Err(err) => return Err(err.into()),
         };
         let object = Arc::new(self.unseal(&stored)?);
-        self.cache.insert(id, object.clone());
+        self.cache_insert(id, object.clone());
         Ok(Some(object))
     }
 
@@ -448,6 +513,7 @@ impl TokenState {
         }
         if !object.is_token() {
             let handle = next_handle();
+            self.session_handles.insert(handle);
             self.handles.insert(
                 handle,
                 Handle::Session {
@@ -460,8 +526,26 @@ impl TokenState {
         let stored = self.seal(&object)?;
         let id = self.store.insert(&stored)?;
         let private = object.is_private();
-        self.cache.insert(id, Arc::new(object));
+        self.cache_insert(id, Arc::new(object));
         Ok(self.token_handle(id, private, next_handle))
+    }
+
+    /// `refresh` before using `handle`, unless it names a session object: those live only
+    /// in this process, so no other process's write can change them, and the cheapest
+    /// store query still costs more than the operation on a small key.
+    pub fn refresh_for(&mut self, handle: CK_OBJECT_HANDLE) -> Result<()> {
+        if matches!(self.handles.get(&handle), Some(Handle::Session { .. })) {
+            return Ok(());
+        }
+        self.refresh()
+    }
+
+    /// `refresh` before adding `object`, unless it is a session object (see `refresh_for`).
+    pub fn refresh_before_adding(&mut self, object: &Object) -> Result<()> {
+        if object.is_token() {
+            self.refresh()?;
+        }
+        Ok(())
     }
 
     /// The object behind a handle, if this session may see it.
@@ -502,7 +586,7 @@ impl TokenState {
                 if !self.store.update(id, &stored)? {
                     return Err(Error::ObjectHandleInvalid);
                 }
-                self.cache.insert(id, Arc::new(object));
+                self.cache_insert(id, Arc::new(object));
                 Ok(())
             }
             None => Err(Error::ObjectHandleInvalid),
@@ -576,20 +660,19 @@ impl TokenState {
                 }
             }
         }
-        let mut session_objects: Vec<_> = self
-            .handles
-            .iter()
-            .filter_map(|(handle, target)| match target {
-                Handle::Session { object, .. }
-                    if self.visible(object) && object.matches(template) =>
-                {
-                    Some(*handle)
-                }
-                _ => None,
-            })
-            .collect();
-        session_objects.sort_unstable();
-        found.extend(session_objects);
+        let handles = &self.handles;
+        self.session_handles
+            .retain(|handle| matches!(handles.get(handle), Some(Handle::Session { .. })));
+        found.extend(
+            self.session_handles
+                .iter()
+                .filter(|handle| match self.handles.get(handle) {
+                    Some(Handle::Session { object, .. }) => {
+                        self.visible(object) && object.matches(template)
+                    }
+                    _ => false,
+                }),
+        );
         Ok(found)
     }
 }

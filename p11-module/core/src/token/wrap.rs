@@ -230,7 +230,7 @@ impl Module {
         }
         let object = Object::from_stored(attributes).map_err(|_| Error::WrappedKeyInvalid)?;
         let mut state = session.token.lock()?;
-        state.refresh()?;
+        state.refresh_before_adding(&object)?;
         self.add(session, &mut state, object)
     }
 
@@ -329,7 +329,7 @@ impl Module {
             other => other,
         })?;
         let mut state = session.token.lock()?;
-        state.refresh()?;
+        state.refresh_before_adding(&key)?;
         self.add(&session, &mut state, key)
     }
 
@@ -374,7 +374,7 @@ impl Module {
             other => other,
         })?;
         let mut state = session.token.lock()?;
-        state.refresh()?;
+        state.refresh_before_adding(&key)?;
         self.add(&session, &mut state, key)
     }
 }
