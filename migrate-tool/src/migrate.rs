@@ -94,6 +94,8 @@ pub fn execute(
     done: &HashMap<String, State>,
     options: &Options,
 ) -> Result<Vec<ObjectReport>, MigrateError> {
+    journal.group_commit();
+    audit.group_commit();
     let mut record = |entry: &Entry, result: String, unique_id: Option<&String>| {
         let mut objects = vec![entry.identity.describe()];
         objects.extend(unique_id.map(|id| format!("CKA_UNIQUE_ID {id}")));
@@ -225,6 +227,8 @@ pub fn execute(
     }
     bar.finish_and_clear();
     drop(link);
+    journal.sync()?;
+    audit.sync()?;
     Ok(reports)
 }
 

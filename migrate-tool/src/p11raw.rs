@@ -7,6 +7,7 @@
 //! function list is the one cryptoki initialised) and takes session and object handles from
 //! cryptoki's `Session` and `ObjectHandle`.
 
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::path::Path;
 use std::ptr;
@@ -470,17 +471,91 @@ impl RawModule {
         check("C_SetAttributeValue", rv)
     }
 
-    /// Reads each attribute on its own, so that one unreadable attribute (SoftHSMv2 answers
-    /// CKR_GENERAL_ERROR for dates on private objects) does not hide the others.
+    /// Reads attributes in two calls for all of them (the lengths, then the values), the
+    /// way PKCS#11 3.0 §5.7.5 lets one call answer for many; an attribute the batch cannot
+    /// settle (unavailable: sensitive or absent, a non-empty template) is read on its own,
+    /// and if the batch fails as a whole (SoftHSMv2 answers CKR_GENERAL_ERROR for dates on
+    /// private objects) every attribute is, so one unreadable attribute hides no other.
     pub fn attributes(
         &self,
         session: &Session,
         object: ObjectHandle,
         kinds: &[CK_ATTRIBUTE_TYPE],
     ) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Read)>, RawError> {
+        let alone = |kind: CK_ATTRIBUTE_TYPE| Ok((kind, self.attribute(session, object, kind)?));
+        let get = function!(self, C_GetAttributeValue);
+        let call = |attributes: &mut [CK_ATTRIBUTE]| -> CK_RV {
+            // SAFETY: `attributes` is a valid array; each pValue is NULL or points to a
+            // buffer of ulValueLen bytes that outlives the call.
+            unsafe {
+                get(
+                    session.handle(),
+                    object.handle(),
+                    attributes.as_mut_ptr(),
+                    ulong(attributes.len()),
+                )
+            }
+        };
+        let mut query: Vec<CK_ATTRIBUTE> = kinds
+            .iter()
+            .map(|&kind| CK_ATTRIBUTE {
+                type_: kind,
+                pValue: ptr::null_mut(),
+                ulValueLen: 0,
+            })
+            .collect();
+        if !matches!(
+            call(&mut query),
+            CKR_OK | CKR_ATTRIBUTE_SENSITIVE | CKR_ATTRIBUTE_TYPE_INVALID
+        ) {
+            return kinds.iter().map(|&kind| alone(kind)).collect();
+        }
+        // Attributes with a plain value, read together; the rest settled one by one.
+        let plain: Vec<usize> = (0..query.len())
+            .filter(|&index| {
+                query[index].ulValueLen != CK_UNAVAILABLE_INFORMATION
+                    && !TEMPLATE_ATTRIBUTES.contains(&query[index].type_)
+            })
+            .collect();
+        let mut buffers: Vec<Vec<u8>> = plain
+            .iter()
+            .map(|&index| vec![0u8; usize::try_from(query[index].ulValueLen).unwrap_or(0)])
+            .collect();
+        let mut values: Vec<CK_ATTRIBUTE> = plain
+            .iter()
+            .zip(buffers.iter_mut())
+            .map(|(&index, buffer)| CK_ATTRIBUTE {
+                type_: query[index].type_,
+                pValue: buffer.as_mut_ptr().cast(),
+                ulValueLen: query[index].ulValueLen,
+            })
+            .collect();
+        if !values.is_empty() && call(&mut values) != CKR_OK {
+            return kinds.iter().map(|&kind| alone(kind)).collect();
+        }
+        let mut read: HashMap<CK_ATTRIBUTE_TYPE, Read> = values
+            .iter()
+            .zip(buffers)
+            .map(|(attribute, mut buffer)| {
+                buffer.truncate(usize::try_from(attribute.ulValueLen).unwrap_or(0));
+                (attribute.type_, Read::Value(RawValue::Bytes(buffer)))
+            })
+            .collect();
+        // An empty attribute array needs no second look.
+        read.extend(
+            query
+                .iter()
+                .filter(|attribute| {
+                    attribute.ulValueLen == 0 && TEMPLATE_ATTRIBUTES.contains(&attribute.type_)
+                })
+                .map(|attribute| (attribute.type_, Read::Value(RawValue::Template(Vec::new())))),
+        );
         kinds
             .iter()
-            .map(|&kind| Ok((kind, self.attribute(session, object, kind)?)))
+            .map(|&kind| match read.remove(&kind) {
+                Some(value) => Ok((kind, value)),
+                None => alone(kind),
+            })
             .collect()
     }
 
