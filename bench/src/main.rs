@@ -1,5 +1,6 @@
 //! keyferry-bench: the same PKCS#11 call sequences against several modules in one run, one
-//! table with a column per module and its ratio against the first. Speed is judged here, as
+//! table with a column per module and how many times better the first is than each other,
+//! then the `keyferry` tool's throughput and the targets. Speed is judged here, as
 //! ratios on one machine, never by timing assertions in tests.
 //!
 //! Each module runs in a child process of its own (`keyferry-bench worker …`) whose
@@ -7,45 +8,71 @@
 //! labelled `bench` in a temporary directory and prints `export VAR=VALUE` lines (the
 //! `softhsm-config/make-*-tokens` scripts do exactly that).
 
+mod figure;
+mod scenarios;
+mod targets;
+mod tool;
+
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
-use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
-use serde::{Deserialize, Serialize};
+
+use crate::figure::{Figure, Unit};
 
 /// The bench token's label and PINs (throwaway tokens in a temporary directory).
 const LABEL: &str = "bench";
 const SO_PIN: &str = "bench-so-pin-1234";
 const USER_PIN: &str = "bench-user-pin-1234";
+const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 /// Compare PKCS#11 modules on identical call sequences.
 #[derive(Parser)]
 #[command(name = "keyferry-bench", version)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Run>,
+    command: Option<Job>,
     #[command(flatten)]
     options: Options,
 }
 
+/// The jobs the parent starts in child processes (hidden: not for people).
 #[derive(Subcommand)]
-enum Run {
-    /// Runs every scenario against one module (started by the parent, in its environment).
+enum Job {
+    /// Runs every scenario against one module, in the environment the parent set up.
     #[command(hide = true)]
     Worker {
-        /// The module file.
         module: PathBuf,
         #[command(flatten)]
-        options: Options,
+        options: WorkerOptions,
+    },
+    /// A fresh process: C_Initialize + C_OpenSession, then peak memory after a find.
+    #[command(hide = true)]
+    Probe { module: PathBuf, label: String },
+    /// Fills a token with extractable AES keys.
+    #[command(hide = true)]
+    Fill {
+        module: PathBuf,
+        token: String,
+        count: usize,
+    },
+    /// The bare wrap + unwrap calls of a migration; prints seconds.
+    #[command(hide = true)]
+    Bare {
+        module: PathBuf,
+        from: String,
+        to: String,
+        count: usize,
+    },
+    /// Writes rewrap input: blobs under a new token key old-kek.
+    #[command(hide = true)]
+    Blobs {
+        module: PathBuf,
+        token: String,
+        count: usize,
+        out: PathBuf,
     },
 }
 
@@ -59,36 +86,65 @@ struct Options {
     /// directory. Default for keyferry and softhsm: softhsm-config/make-*-tokens.
     #[arg(long = "init", value_name = "NAME=COMMAND")]
     inits: Vec<String>,
-    /// Timed calls per scenario (1 MiB scenarios take a tenth).
-    #[arg(long, default_value_t = 2000)]
-    iterations: usize,
-    /// Token objects for the find-by-label growth scenario, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
-    objects: Vec<usize>,
-    /// A few iterations of everything: shows the bench works, judges nothing.
+    /// The largest token a module is filled to, NAME=COUNT (SoftHSMv2 spends 12 ms on
+    /// each token key and a third of a second on one search among 10 000).
+    #[arg(long = "max-objects", value_name = "NAME=COUNT")]
+    max_objects: Vec<String>,
+    /// Keys per `keyferry migrate` run.
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// Blobs per `keyferry rewrap` run (and a tenth as many, for memory growth).
+    #[arg(long, default_value_t = 100_000)]
+    blobs: usize,
+    /// Leave out the `keyferry` tool's migrate and rewrap runs.
     #[arg(long)]
-    smoke: bool,
-    /// JSON on stdout instead of the table.
+    no_tool: bool,
+    #[command(flatten)]
+    worker: WorkerOptions,
+    /// JSON on stdout instead of the tables.
     #[arg(long)]
     json: bool,
 }
 
-/// One scenario's figures for one module.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Figure {
-    scenario: String,
-    /// Median time per call, in microseconds.
-    median_us: f64,
-    /// 99th percentile, in microseconds.
-    p99_us: f64,
-    /// Calls timed.
-    calls: usize,
+#[derive(Args, Clone)]
+struct WorkerOptions {
+    /// Timed calls per scenario (1 MiB scenarios and logins take a tenth).
+    #[arg(long, default_value_t = 2000)]
+    iterations: usize,
+    /// Token object counts for the growth scenarios, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    objects: Vec<usize>,
+    /// A few iterations of everything at tiny sizes: shows the bench works, judges nothing.
+    #[arg(long)]
+    smoke: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Some(Run::Worker { module, options }) => worker(&module, &options),
+        Some(Job::Worker { module, options }) => scenarios::run(&module, &options)
+            .and_then(|figures| serde_json::to_string(&figures).map_err(|e| e.to_string()))
+            .map(|text| println!("{text}")),
+        Some(Job::Probe { module, label }) => scenarios::probe(&module, &label)
+            .and_then(|probe| serde_json::to_string(&probe).map_err(|e| e.to_string()))
+            .map(|text| println!("{text}")),
+        Some(Job::Fill {
+            module,
+            token,
+            count,
+        }) => tool::fill(&module, &token, count),
+        Some(Job::Bare {
+            module,
+            from,
+            to,
+            count,
+        }) => tool::bare(&module, &from, &to, count).map(|seconds| println!("{seconds}")),
+        Some(Job::Blobs {
+            module,
+            token,
+            count,
+            out,
+        }) => tool::blobs(&module, &token, count, &out),
         None => parent(&cli.options),
     };
     match outcome {
@@ -111,6 +167,15 @@ fn split(text: &str, what: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{what} {text:?} is not NAME=VALUE"))
 }
 
+/// The `export VAR=VALUE` lines of an init command's output.
+fn exports(output: &str) -> Vec<(String, String)> {
+    output
+        .lines()
+        .filter_map(|line| line.strip_prefix("export ")?.split_once('='))
+        .map(|(variable, value)| (variable.to_owned(), value.trim_matches('\'').to_owned()))
+        .collect()
+}
+
 fn default_init(name: &str) -> Option<String> {
     let script = match name {
         "keyferry" => "make-keyferry-tokens",
@@ -124,19 +189,22 @@ fn default_init(name: &str) -> Option<String> {
     ))
 }
 
+/// One module's figures.
+struct Column {
+    name: String,
+    figures: Vec<Figure>,
+}
+
 fn parent(options: &Options) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|err| err.to_string())?;
+    let beside = |file: &str| exe.parent().map(|dir| dir.join(file)).unwrap_or_default();
     let modules: Vec<(String, String)> = if options.modules.is_empty() {
-        let keyferry = exe
-            .parent()
-            .map(|dir| dir.join("libkeyferry_pkcs11.so"))
-            .unwrap_or_default();
         vec![
-            ("keyferry".to_owned(), keyferry.display().to_string()),
             (
-                "softhsm".to_owned(),
-                "/usr/lib/softhsm/libsofthsm2.so".to_owned(),
+                "keyferry".to_owned(),
+                beside("libkeyferry_pkcs11.so").display().to_string(),
             ),
+            ("softhsm".to_owned(), SOFTHSM_MODULE.to_owned()),
         ]
     } else {
         options
@@ -150,7 +218,18 @@ fn parent(options: &Options) -> Result<(), String> {
         .iter()
         .map(|text| split(text, "--init"))
         .collect::<Result<_, _>>()?;
-    let mut columns: Vec<(String, Vec<Figure>)> = Vec::new();
+    let max_objects: BTreeMap<String, usize> = options
+        .max_objects
+        .iter()
+        .map(|text| {
+            let (name, count) = split(text, "--max-objects")?;
+            let count = count
+                .parse()
+                .map_err(|_| format!("--max-objects {text:?}: {count:?} is not a count"))?;
+            Ok((name, count))
+        })
+        .collect::<Result<_, String>>()?;
+    let mut columns: Vec<Column> = Vec::new();
     for (name, path) in &modules {
         let dir = tempfile::Builder::new()
             .prefix("keyferry-bench-")
@@ -172,282 +251,135 @@ fn parent(options: &Options) -> Result<(), String> {
                 String::from_utf8_lossy(&output.stderr)
             ));
         }
+        let objects: Vec<String> = options
+            .worker
+            .objects
+            .iter()
+            .filter(|count| max_objects.get(name).is_none_or(|max| *count <= max))
+            .map(ToString::to_string)
+            .collect();
         let mut worker = Command::new(&exe);
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            if let Some((variable, value)) = line
-                .strip_prefix("export ")
-                .and_then(|rest| rest.split_once('='))
-            {
-                worker.env(variable, value.trim_matches('\''));
-            }
-        }
         worker
+            .envs(exports(&String::from_utf8_lossy(&output.stdout)))
             .arg("worker")
             .arg(path)
-            .args(["--iterations", &options.iterations.to_string()]);
-        let objects: Vec<String> = options.objects.iter().map(ToString::to_string).collect();
-        worker.args(["--objects", &objects.join(",")]);
-        if options.smoke {
+            .args(["--iterations", &options.worker.iterations.to_string()])
+            .args(["--objects", &objects.join(",")]);
+        if options.worker.smoke {
             worker.arg("--smoke");
         }
         eprintln!("benchmarking {name} ({path})");
-        let output = worker.output().map_err(|err| format!("{name}: {err}"))?;
+        let output = worker
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|err| format!("{name}: {err}"))?;
         if !output.status.success() {
-            return Err(format!(
-                "{name}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            ));
+            return Err(format!("{name}: the worker failed ({})", output.status));
         }
         let figures: Vec<Figure> =
             serde_json::from_slice(&output.stdout).map_err(|err| format!("{name}: {err}"))?;
-        columns.push((name.clone(), figures));
+        columns.push(Column {
+            name: name.clone(),
+            figures,
+        });
     }
-    print(&columns, options.json)
-}
-
-fn print(columns: &[(String, Vec<Figure>)], json: bool) -> Result<(), String> {
-    let mut out = std::io::stdout().lock();
-    if json {
-        let value: BTreeMap<&str, &Vec<Figure>> = columns
-            .iter()
-            .map(|(name, figures)| (name.as_str(), figures))
-            .collect();
-        return writeln!(
-            out,
-            "{}",
-            serde_json::to_string(&value).map_err(|err| err.to_string())?
-        )
-        .map_err(|err| err.to_string());
-    }
-    let Some((base_name, base)) = columns.first() else {
-        return Ok(());
-    };
-    let mut header = format!("{:<40}", "scenario (median µs / p99 µs)");
-    for (name, _) in columns {
-        header.push_str(&format!("{name:>22}"));
-    }
-    for (name, _) in columns.iter().skip(1) {
-        header.push_str(&format!("{:>24}", format!("{name}/{base_name}")));
-    }
-    writeln!(out, "{header}").map_err(|err| err.to_string())?;
-    for (index, figure) in base.iter().enumerate() {
-        let mut line = format!("{:<40}", figure.scenario);
-        for (_, figures) in columns {
-            let cell = figures.get(index).map_or_else(
-                || "-".to_owned(),
-                |f| format!("{:.1} / {:.1}", f.median_us, f.p99_us),
-            );
-            line.push_str(&format!("{cell:>22}"));
-        }
-        for (_, figures) in columns.iter().skip(1) {
-            let ratio = figures
-                .get(index)
-                .filter(|_| figure.median_us > 0.0)
-                .map_or_else(
-                    || "-".to_owned(),
-                    |f| format!("{:.1}×", f.median_us / figure.median_us),
-                );
-            line.push_str(&format!("{ratio:>24}"));
-        }
-        writeln!(out, "{line}").map_err(|err| err.to_string())?;
-    }
-    Ok(())
-}
-
-/// Times `calls` runs of `op` (after a tenth as warm-up).
-fn time(
-    scenario: &str,
-    calls: usize,
-    mut op: impl FnMut() -> Result<(), String>,
-) -> Result<Figure, String> {
-    for _ in 0..calls.div_ceil(10) {
-        op().map_err(|err| format!("{scenario}: {err}"))?;
-    }
-    let mut samples: Vec<Duration> = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let start = Instant::now();
-        op().map_err(|err| format!("{scenario}: {err}"))?;
-        samples.push(start.elapsed());
-    }
-    samples.sort_unstable();
-    let at = |fraction: f64| {
-        let index = ((samples.len() as f64 - 1.0) * fraction).round() as usize;
-        samples.get(index).map_or(0.0, |d| d.as_secs_f64() * 1e6)
-    };
-    Ok(Figure {
-        scenario: scenario.to_owned(),
-        median_us: at(0.5),
-        p99_us: at(0.99),
-        calls,
-    })
-}
-
-fn err(err: cryptoki::error::Error) -> String {
-    err.to_string()
-}
-
-fn aes_key(session: &Session, token: bool, label: &str) -> Result<ObjectHandle, String> {
-    session
-        .generate_key(
-            &Mechanism::AesKeyGen,
-            &[
-                Attribute::Token(token),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::ValueLen(32.into()),
-                Attribute::Encrypt(true),
-                Attribute::Decrypt(true),
-                Attribute::Wrap(true),
-                Attribute::Unwrap(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(true),
-            ],
-        )
-        .map_err(err)
-}
-
-fn worker(module: &Path, options: &Options) -> Result<(), String> {
-    let calls = if options.smoke {
-        5
-    } else {
-        options.iterations.max(10)
-    };
-    let big_calls = (calls / 10).max(3);
-    let pkcs11 = Pkcs11::new(module).map_err(err)?;
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(err)?;
-    let slot = pkcs11
-        .get_slots_with_initialized_token()
-        .map_err(err)?
-        .into_iter()
-        .find(|slot| {
-            pkcs11
-                .get_token_info(*slot)
-                .is_ok_and(|info| info.label().trim_end() == LABEL)
-        })
-        .ok_or("no token labelled bench: the init command must make one")?;
-    let pin = AuthPin::new(USER_PIN.into());
-    let mut figures = Vec::new();
-    figures.push(time("open + close session", calls, || {
-        pkcs11.open_rw_session(slot).map(drop).map_err(err)
-    })?);
-    let session = pkcs11.open_rw_session(slot).map_err(err)?;
-    figures.push(time("login + logout (user)", big_calls, || {
-        session.login(UserType::User, Some(&pin)).map_err(err)?;
-        session.logout().map_err(err)
-    })?);
-    session.login(UserType::User, Some(&pin)).map_err(err)?;
-    figures.push(time("C_GenerateRandom 32 B", calls, || {
-        session.generate_random_vec(32).map(drop).map_err(err)
-    })?);
-    let kib = vec![0x5au8; 1024];
-    let mib = vec![0x5au8; 1 << 20];
-    figures.push(time("SHA-256 1 KiB", calls, || {
-        session
-            .digest(&Mechanism::Sha256, &kib)
-            .map(drop)
-            .map_err(err)
-    })?);
-    figures.push(time("SHA-256 1 MiB", big_calls, || {
-        session
-            .digest(&Mechanism::Sha256, &mib)
-            .map(drop)
-            .map_err(err)
-    })?);
-    let key = aes_key(&session, false, "gcm")?;
-    for (name, data, count) in [
-        ("AES-GCM encrypt 64 B", &kib[..64], calls),
-        ("AES-GCM encrypt 1 KiB", &kib[..], calls),
-        ("AES-GCM encrypt 1 MiB", &mib[..], big_calls),
-    ] {
-        figures.push(time(name, count, || {
-            let mut iv = [7u8; 12];
-            let params = GcmParams::new(&mut iv, b"", 128.into()).map_err(|e| e.to_string())?;
-            session
-                .encrypt(&Mechanism::AesGcm(params), key, data)
-                .map(drop)
-                .map_err(err)
-        })?);
-    }
-    figures.push(time("AES-256 keygen, session object", calls, || {
-        let key = aes_key(&session, false, "session")?;
-        session.destroy_object(key).map_err(err)
-    })?);
-    figures.push(time(
-        "AES-256 keygen, token object (+ destroy)",
-        big_calls,
-        || {
-            let key = aes_key(&session, true, "token")?;
-            session.destroy_object(key).map_err(err)
-        },
-    )?);
-    let kek = aes_key(&session, false, "kek")?;
-    let unwrap_template = [
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(cryptoki::object::KeyType::AES),
-        Attribute::Token(false),
-        Attribute::Encrypt(true),
-    ];
-    for (name, mechanism) in [
-        ("AES-KW", Mechanism::AesKeyWrap),
-        ("RFC 5649 (0x210A)", Mechanism::AesKeyWrapPad),
-    ] {
-        let blob = session.wrap_key(&mechanism, kek, key).map_err(err)?;
-        figures.push(time(&format!("wrap AES-256 with {name}"), calls, || {
-            session
-                .wrap_key(&mechanism, kek, key)
-                .map(drop)
-                .map_err(err)
-        })?);
-        figures.push(time(&format!("unwrap AES-256 with {name}"), calls, || {
-            let handle = session
-                .unwrap_key(&mechanism, kek, &blob, &unwrap_template)
-                .map_err(err)?;
-            session.destroy_object(handle).map_err(err)
-        })?);
-    }
-    let mut made = 0;
-    for (step, &count) in options.objects.iter().enumerate() {
-        let count = if options.smoke {
-            count.min(10 * (step + 1))
+    let mut tool_figures = Vec::new();
+    let keyferry = modules.iter().find(|(name, _)| name == "keyferry");
+    if let (false, Some((_, keyferry))) = (options.no_tool, keyferry) {
+        let (keys, blobs) = if options.worker.smoke {
+            (options.keys.min(10), options.blobs.min(200))
         } else {
-            count
+            (options.keys, options.blobs)
         };
-        while made < count {
-            aes_key(&session, true, &format!("object-{made}"))?;
-            made += 1;
-        }
-        let wanted = format!("object-{}", made / 2);
-        // A linear search over 10 000 objects takes SoftHSMv2 a third of a second a call.
-        let find_calls = (calls * 100 / made.max(1)).clamp(calls.min(20), calls);
-        figures.push(time(
-            &format!("find one key by label among {made}"),
-            find_calls,
-            || {
-                let found = session
-                    .find_objects(&[Attribute::Label(wanted.as_bytes().to_vec())])
-                    .map_err(err)?;
-                if found.len() == 1 {
-                    Ok(())
-                } else {
-                    Err(format!("found {} keys", found.len()))
-                }
-            },
-        )?);
-        figures.push(time(
-            &format!("AES-GCM 64 B, reused handle, {made} objects"),
-            calls,
-            || {
-                let mut iv = [7u8; 12];
-                let params = GcmParams::new(&mut iv, b"", 128.into()).map_err(|e| e.to_string())?;
-                session
-                    .encrypt(&Mechanism::AesGcm(params), key, &kib[..64])
-                    .map(drop)
-                    .map_err(err)
-            },
-        )?);
+        tool_figures = tool::run(&tool::Setup {
+            exe: exe.clone(),
+            keyferry_module: PathBuf::from(keyferry),
+            softhsm_module: modules
+                .iter()
+                .find(|(name, _)| name == "softhsm")
+                .map(|(_, path)| PathBuf::from(path)),
+            keyferry_cli: beside("keyferry"),
+            keys,
+            blobs,
+        })?;
+        let seconds = if options.worker.smoke { 1 } else { 3 };
+        let ceiling = tool::openssl_ceiling(seconds)?;
+        tool_figures.push(Figure::value(
+            "openssl speed -evp aes-256-gcm, 1 MiB blocks (ceiling)",
+            Unit::MegabytesPerSecond,
+            ceiling,
+            1,
+        ));
     }
-    let text = serde_json::to_string(&figures).map_err(|e| e.to_string())?;
-    println!("{text}");
-    Ok(())
+    if options.json {
+        let mut value: BTreeMap<&str, &Vec<Figure>> = columns
+            .iter()
+            .map(|column| (column.name.as_str(), &column.figures))
+            .collect();
+        value.insert("tool", &tool_figures);
+        let text = serde_json::to_string(&value).map_err(|err| err.to_string())?;
+        return writeln!(std::io::stdout(), "{text}").map_err(|err| err.to_string());
+    }
+    let mut out = String::new();
+    table(&columns, &mut out);
+    if !tool_figures.is_empty() {
+        out.push_str("\nkeyferry tool (one run each)\n");
+        for figure in &tool_figures {
+            out.push_str(&format!("{:<66}{:>18}\n", figure.scenario, figure.cell()));
+        }
+    }
+    out.push('\n');
+    out.push_str(&targets::report(&columns, &tool_figures));
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .map_err(|err| err.to_string())
+}
+
+/// A row per scenario (in the order the first module ran them), a column per module, then
+/// how many times better the first module is than each other one.
+fn table(columns: &[Column], out: &mut String) {
+    let Some(base) = columns.first() else {
+        return;
+    };
+    let mut scenarios: Vec<&str> = Vec::new();
+    for column in columns {
+        for figure in &column.figures {
+            if !scenarios.contains(&figure.scenario.as_str()) {
+                scenarios.push(&figure.scenario);
+            }
+        }
+    }
+    out.push_str(&format!("{:<66}", "scenario (median / p99 µs, or value)"));
+    for column in columns {
+        out.push_str(&format!("{:>20}", column.name));
+    }
+    for column in columns.iter().skip(1) {
+        out.push_str(&format!(
+            "{:>22}",
+            format!("{} vs {}", base.name, column.name)
+        ));
+    }
+    out.push('\n');
+    for scenario in scenarios {
+        let find = |column: &'_ Column| {
+            column
+                .figures
+                .iter()
+                .find(|figure| figure.scenario == scenario)
+                .cloned()
+        };
+        out.push_str(&format!("{scenario:<66}"));
+        for column in columns {
+            let cell = find(column).map_or_else(|| "-".to_owned(), |figure| figure.cell());
+            out.push_str(&format!("{cell:>20}"));
+        }
+        for column in columns.iter().skip(1) {
+            let ratio = find(base)
+                .zip(find(column))
+                .and_then(|(ours, theirs)| ours.advantage_over(&theirs))
+                .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.1}×"));
+            out.push_str(&format!("{ratio:>22}"));
+        }
+        out.push('\n');
+    }
 }
