@@ -6,8 +6,10 @@
 use std::time::Instant;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use cryptoki::session::UserType;
+use cryptoki::slot::Slot;
 use keyferry_tests::{pin, rv, slot_labelled, USER_PIN};
 
 fn main() {
@@ -124,8 +126,48 @@ fn main() {
             assert_eq!(found.len(), 1, "exactly one object labelled {label}");
             println!("init_open_us {init_open_us} find_us {find_us}");
         }
+        ["slots"] => {
+            for slot in pkcs11.get_all_slots().unwrap() {
+                let info = pkcs11.get_token_info(slot).unwrap();
+                let label = if info.token_initialized() {
+                    info.label()
+                } else {
+                    "-"
+                };
+                println!("{} {label}", slot.id());
+            }
+        }
+        ["token-info", slot_id] => {
+            let slot = Slot::try_from(slot_id.parse::<u64>().unwrap()).unwrap();
+            match pkcs11.get_token_info(slot) {
+                Ok(info) => println!("CKR_OK {}", info.label()),
+                Err(err) => println!("{:?}", rv::<()>(Err(err))),
+            }
+        }
+        ["encrypt", token] => {
+            // FIPS-197 Appendix C.1: AES-128 of 00112233…ff under 00010203…0f.
+            let session = pkcs11
+                .open_ro_session(slot_labelled(&pkcs11, token))
+                .unwrap();
+            session
+                .login(UserType::User, Some(&pin(&user_pin)))
+                .unwrap();
+            let key = session
+                .create_object(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Value((0u8..16).collect()),
+                    Attribute::Encrypt(true),
+                ])
+                .unwrap();
+            let plaintext: Vec<u8> = (0u8..16).map(|i| i * 0x11).collect();
+            match session.encrypt(&Mechanism::AesEcb, key, &plaintext) {
+                Ok(ciphertext) => println!("CKR_OK {}", hex::encode(ciphertext)),
+                Err(err) => println!("{:?}", rv::<()>(Err(err))),
+            }
+        }
         _ => {
-            eprintln!("usage: kf-worker create TOKEN PREFIX COUNT | list TOKEN data|keys | login TOKEN | so-login TOKEN | flags TOKEN | timing TOKEN LABEL");
+            eprintln!("usage: kf-worker create TOKEN PREFIX COUNT | list TOKEN data|keys | login TOKEN | so-login TOKEN | flags TOKEN | timing TOKEN LABEL | slots | token-info SLOT_ID | encrypt TOKEN");
             std::process::exit(2);
         }
     }

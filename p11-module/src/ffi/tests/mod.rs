@@ -12,8 +12,10 @@
 mod asymmetric;
 mod crypto;
 mod general;
+mod hostile;
 mod key_mgmt;
 mod object;
+mod process;
 mod session;
 mod slot_token;
 mod wrap;
