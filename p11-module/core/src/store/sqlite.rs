@@ -1,9 +1,8 @@
 //! The SQLite store: one file per token, WAL, a busy timeout for other processes, a
 //! schema version, and indexes so finding one object among 100 000 stays cheap.
 
-use std::cell::{Cell, RefCell};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,17 +53,7 @@ CREATE INDEX objects_label ON objects (label);
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
-    /// The WAL index (`-shm`), read to tell cheaply whether anyone has committed since the
-    /// last look; see `generation`.
-    shm: RefCell<Option<File>>,
-    /// The WAL-index header and `data_version` at the last look.
-    last_look: Cell<([u8; WAL_INDEX_HEADER], u64)>,
 }
-
-/// SQLite's WAL-index header: the first 48 bytes of the `-shm` file, which every commit
-/// rewrites (its `iChange` counter and `mxFrame` at least; "WAL-index format" in SQLite's
-/// file-format documentation).
-const WAL_INDEX_HEADER: usize = 48;
 
 /// The first 16 bytes of every SQLite database file.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -210,22 +199,7 @@ impl SqliteStore {
         Ok(Self {
             conn,
             path: path.to_path_buf(),
-            shm: RefCell::new(None),
-            last_look: Cell::new(([0; WAL_INDEX_HEADER], u64::MAX)),
         })
-    }
-
-    /// The WAL-index header as it is now, if the `-shm` file can be read.
-    fn wal_index_header(&self) -> Option<[u8; WAL_INDEX_HEADER]> {
-        let mut shm = self.shm.try_borrow_mut().ok()?;
-        if shm.is_none() {
-            let mut name = self.path.as_os_str().to_owned();
-            name.push("-shm");
-            *shm = File::open(PathBuf::from(name)).ok();
-        }
-        let mut header = [0; WAL_INDEX_HEADER];
-        shm.as_ref()?.read_exact_at(&mut header, 0).ok()?;
-        Some(header)
     }
 
     fn corrupt(&self, reason: String) -> StorageError {
@@ -548,28 +522,17 @@ impl Storage for SqliteStore {
             == 1)
     }
 
-    /// Asked before nearly every call on a token object, so it avoids SQLite when it can: a
-    /// read transaction costs file locks, while an unchanged WAL-index header means no
-    /// connection has committed since the last look (any commit rewrites it before it
-    /// returns). Only when the header moved (or cannot be read) is `data_version` asked.
     fn generation(&self) -> Result<u64, StorageError> {
-        let header = self.wal_index_header();
-        let (last_header, last_version) = self.last_look.get();
-        if let Some(header) = header
-            && header == last_header
-            && last_version != u64::MAX
-        {
-            return Ok(last_version);
-        }
+        // Asked before every use of a token object: a cached statement, not a parse each
+        // time. (Reading the WAL-index header through a second descriptor of the -shm file
+        // instead looked cheaper, but broke pkcs11-tool's reading of an EC public key in
+        // scripts/clients-smoke for reasons not understood; SQLite does not expect other
+        // descriptors on its files.)
         let version: i64 = self
             .conn
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |row| row.get(0))?;
-        let version = version as u64;
-        if let Some(header) = header {
-            self.last_look.set((header, version));
-        }
-        Ok(version)
+        Ok(version as u64)
     }
 }
 

@@ -447,13 +447,10 @@ impl Module {
         let role = match user_type {
             CKU_SO => Role::So,
             CKU_USER => Role::User,
-            // No mechanism here needs CKA_ALWAYS_AUTHENTICATE, so no operation awaits it.
-            CKU_CONTEXT_SPECIFIC => {
-                return match token.lock()?.login {
-                    Login::User => Err(Error::OperationNotInitialized),
-                    _ => Err(Error::UserNotLoggedIn),
-                };
-            }
+            // No mechanism here needs CKA_ALWAYS_AUTHENTICATE, so no operation awaits it:
+            // PKCS#11 3.0 §5.6.4 makes that CKR_OPERATION_NOT_INITIALIZED, logged in or not
+            // (CKR_USER_NOT_LOGGED_IN is not among C_Login's codes).
+            CKU_CONTEXT_SPECIFIC => return Err(Error::OperationNotInitialized),
             _ => return Err(Error::UserTypeInvalid),
         };
         let wanted = match role {

@@ -2354,16 +2354,7 @@ fn run_order_case(world: &World, ops: &[Op]) -> Result<(), TestCaseError> {
             }),
             Step::Login(user) => {
                 let pin = if *user == CKU_SO { SO_PIN } else { USER_PIN };
-                let rv = login(session, *user, pin);
-                // A second departure, reported for a decision: CKU_CONTEXT_SPECIFIC with
-                // no user logged in is CKR_USER_NOT_LOGGED_IN (token/mod.rs), a code
-                // C_Login's list lacks; §5.6.4 says improper use of this user type is
-                // CKR_OPERATION_NOT_INITIALIZED. Checked as exactly that, nothing wider.
-                if *user == CKU_CONTEXT_SPECIFIC && rv == CKR_USER_NOT_LOGGED_IN {
-                    (F::Login, CKR_OPERATION_NOT_INITIALIZED)
-                } else {
-                    (F::Login, rv)
-                }
+                (F::Login, login(session, *user, pin))
             }
             Step::Logout => (F::Logout, logout(session)),
             Step::Open(rw) => {

@@ -296,7 +296,14 @@ fn user_login_before_init_pin_is_user_pin_not_initialized() {
 #[serial]
 fn context_specific_login_with_no_operation_pending_is_operation_not_initialized() {
     let _fixture = Fixture::new();
-    let session = user_session(user_token());
+    let token = user_token();
+    let public = open_rw(token);
+    assert_eq!(
+        login(public, CKU_CONTEXT_SPECIFIC, USER_PIN),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
+    assert_eq!(state(public), CKS_RW_PUBLIC_SESSION);
+    let session = user_session(token);
     assert_eq!(
         login(session, CKU_CONTEXT_SPECIFIC, USER_PIN),
         CKR_OPERATION_NOT_INITIALIZED
