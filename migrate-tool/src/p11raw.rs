@@ -483,19 +483,7 @@ impl RawModule {
         kinds: &[CK_ATTRIBUTE_TYPE],
     ) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Read)>, RawError> {
         let alone = |kind: CK_ATTRIBUTE_TYPE| Ok((kind, self.attribute(session, object, kind)?));
-        let get = function!(self, C_GetAttributeValue);
-        let call = |attributes: &mut [CK_ATTRIBUTE]| -> CK_RV {
-            // SAFETY: `attributes` is a valid array; each pValue is NULL or points to a
-            // buffer of ulValueLen bytes that outlives the call.
-            unsafe {
-                get(
-                    session.handle(),
-                    object.handle(),
-                    attributes.as_mut_ptr(),
-                    ulong(attributes.len()),
-                )
-            }
-        };
+        let call = self.attribute_getter(session, object)?;
         let mut query: Vec<CK_ATTRIBUTE> = kinds
             .iter()
             .map(|&kind| CK_ATTRIBUTE {
@@ -559,17 +547,17 @@ impl RawModule {
             .collect()
     }
 
-    /// Reads one attribute; a template attribute is read with its nested values.
-    pub fn attribute(
+    /// C_GetAttributeValue on one object, for arrays this module builds: every pValue is
+    /// NULL or points to a buffer of ulValueLen bytes that outlives the call.
+    fn attribute_getter<'a>(
         &self,
-        session: &Session,
+        session: &'a Session,
         object: ObjectHandle,
-        kind: CK_ATTRIBUTE_TYPE,
-    ) -> Result<Read, RawError> {
+    ) -> Result<impl Fn(&mut [CK_ATTRIBUTE]) -> CK_RV + 'a, RawError> {
         let get = function!(self, C_GetAttributeValue);
-        let call = |attributes: &mut [CK_ATTRIBUTE]| -> CK_RV {
-            // SAFETY: `attributes` is a valid array; each pValue is NULL or points to a
-            // buffer of ulValueLen bytes owned by the caller of this closure.
+        Ok(move |attributes: &mut [CK_ATTRIBUTE]| {
+            // SAFETY: `attributes` is a valid array; each pValue is NULL or valid for its
+            // ulValueLen (this function's contract with its callers in this file).
             unsafe {
                 get(
                     session.handle(),
@@ -578,7 +566,17 @@ impl RawModule {
                     ulong(attributes.len()),
                 )
             }
-        };
+        })
+    }
+
+    /// Reads one attribute; a template attribute is read with its nested values.
+    pub fn attribute(
+        &self,
+        session: &Session,
+        object: ObjectHandle,
+        kind: CK_ATTRIBUTE_TYPE,
+    ) -> Result<Read, RawError> {
+        let call = self.attribute_getter(session, object)?;
         let mut query = [CK_ATTRIBUTE {
             type_: kind,
             pValue: ptr::null_mut(),

@@ -1042,6 +1042,21 @@ mod tests {
         result
     }
 
+    /// A module with one token whose SO has set the user PIN; no session left open.
+    fn token_with_user_pin(dir: &Path, kdf: KdfParams, label: &str) -> Module {
+        let module = Module::new(config(dir, kdf)).expect("module");
+        module
+            .init_token(0, SO_PIN, &padded(label))
+            .expect("C_InitToken");
+        let session = module
+            .open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .expect("session");
+        module.login(session, CKU_SO, SO_PIN).expect("SO login");
+        module.init_pin(session, USER_PIN).expect("C_InitPIN");
+        module.close_session(session).expect("closed");
+        module
+    }
+
     fn stored(dir: &Path) -> TokenRecord {
         let files = token_files(dir).expect("listed");
         let path = files.first().expect("one token file");
@@ -1054,16 +1069,7 @@ mod tests {
     #[test]
     fn a_login_raises_a_weaker_pin_kdf_and_nothing_ever_lowers_it() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let module = Module::new(config(dir.path(), CHEAP)).expect("module");
-        module
-            .init_token(0, SO_PIN, &padded("raise"))
-            .expect("C_InitToken");
-        let session = module
-            .open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)
-            .expect("session");
-        module.login(session, CKU_SO, SO_PIN).expect("SO login");
-        module.init_pin(session, USER_PIN).expect("C_InitPIN");
-        module.close_session(session).expect("closed");
+        token_with_user_pin(dir.path(), CHEAP, "raise");
         let made = stored(dir.path());
         assert_eq!(made.so.kdf, CHEAP);
         let cheap_user = made.user.clone().expect("user PIN");
@@ -1133,16 +1139,7 @@ mod tests {
             parallelism: 1,
         };
         let dir = tempfile::tempdir().expect("temp dir");
-        let module = Module::new(config(dir.path(), slow)).expect("module");
-        module
-            .init_token(0, SO_PIN, &padded("feast"))
-            .expect("C_InitToken");
-        let session = module
-            .open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)
-            .expect("session");
-        module.login(session, CKU_SO, SO_PIN).expect("SO login");
-        module.init_pin(session, USER_PIN).expect("C_InitPIN");
-        module.close_session(session).expect("closed");
+        let module = token_with_user_pin(dir.path(), slow, "feast");
 
         let threads = 3 * module.config.max_pin_attempts as usize;
         let start = std::sync::Barrier::new(threads);
