@@ -656,7 +656,7 @@ impl Module {
     ) -> Result<()> {
         let session = self.session(handle)?;
         let mut state = session.token.lock()?;
-        state.refresh()?;
+        state.refresh_for(target)?;
         let object = state.object(target)?;
         if object.is_token() {
             session.require_rw()?;

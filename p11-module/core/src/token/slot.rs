@@ -4,7 +4,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
-use std::sync::{Arc, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard};
 
 use pkcs11_sys::*;
 
@@ -167,10 +168,30 @@ impl Token {
     }
 }
 
-/// A fresh random unique id: 32 hex digits.
+/// A fresh unique id (CKA_UNIQUE_ID): 32 hex digits.
+///
+/// 64 random bits drawn once per process (the process id mixed in, so a forked child
+/// that inherits them still differs from its parent), then a counter: as unique as 128
+/// random bits for every object a process will ever make, without drawing random bytes
+/// per object — this runs under the token's lock, on every object creation.
 pub fn new_unique_id() -> Result<String> {
+    static PREFIX: OnceLock<[u8; 8]> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = match PREFIX.get() {
+        Some(prefix) => *prefix,
+        None => {
+            let mut drawn = [0u8; 8];
+            crate::mech::random(&mut drawn)?;
+            *PREFIX.get_or_init(|| drawn)
+        }
+    };
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut bytes = [0u8; 16];
-    crate::mech::random(&mut bytes)?;
+    bytes[..8].copy_from_slice(&prefix);
+    for (byte, pid) in bytes.iter_mut().zip(std::process::id().to_be_bytes()) {
+        *byte ^= pid;
+    }
+    bytes[8..].copy_from_slice(&count.to_be_bytes());
     Ok(hex::encode(bytes))
 }
 
@@ -690,4 +711,34 @@ fn binding_aad(object: &Object) -> Vec<u8> {
     let mut aad = b"keyferry object v1|".to_vec();
     aad.extend(attr::encode(&bound));
     aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_ids_never_repeat_across_threads() {
+        let ids: Vec<String> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..2500)
+                            .map(|_| new_unique_id().expect("id"))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().expect("joined"))
+                .collect()
+        });
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), 10_000);
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 32 && id.bytes().all(|byte| byte.is_ascii_hexdigit()))
+        );
+    }
 }
