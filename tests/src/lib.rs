@@ -141,6 +141,26 @@ pub fn pin(text: &str) -> AuthPin {
 
 /// A fresh token with SO_PIN and USER_PIN, made on the module's spare slot; its label is
 /// unique in the process.
+/// The module's uninitialised slot.
+pub fn spare_slot(pkcs11: &Pkcs11) -> Slot {
+    pkcs11
+        .get_all_slots()
+        .unwrap()
+        .into_iter()
+        .find(|slot| !pkcs11.get_token_info(*slot).unwrap().token_initialized())
+        .expect("a spare slot")
+}
+
+/// keyferry (TEST_KEYFERRY_MODULE) loaded and initialised, for a helper process.
+pub fn initialised_keyferry() -> Pkcs11 {
+    let path = std::env::var("TEST_KEYFERRY_MODULE").expect("TEST_KEYFERRY_MODULE");
+    let pkcs11 = Pkcs11::new(path).expect("loading keyferry");
+    pkcs11
+        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .expect("C_Initialize");
+    pkcs11
+}
+
 pub fn fresh_token(module: Module, name: &str) -> (Slot, String) {
     static CREATING: Mutex<u32> = Mutex::new(0);
     let mut serial = CREATING.lock().unwrap_or_else(|poison| poison.into_inner());
@@ -148,12 +168,7 @@ pub fn fresh_token(module: Module, name: &str) -> (Slot, String) {
     let label = format!("{name}-{}", *serial);
     assert!(label.len() <= 32, "label {label} too long");
     let pkcs11 = module.pkcs11();
-    let spare = pkcs11
-        .get_all_slots()
-        .unwrap()
-        .into_iter()
-        .find(|slot| !pkcs11.get_token_info(*slot).unwrap().token_initialized())
-        .expect("a spare slot");
+    let spare = spare_slot(pkcs11);
     pkcs11
         .init_token(spare, &pin(SO_PIN), &label)
         .expect("C_InitToken");

@@ -27,8 +27,8 @@ use cryptoki::object::{
 use cryptoki::session::{Session, UserType};
 use keyferry_tests::cli::{self, uri};
 use keyferry_tests::{
-    environment, fresh_token, keyferry_build, keyferry_token_dir, pin, rv, user_session, worker,
-    Module, SO_PIN, USER_PIN,
+    environment, fresh_token, keyferry_build, keyferry_token_dir, pin, rv, spare_slot,
+    user_session, worker, Module, SO_PIN, USER_PIN,
 };
 
 const WORKER: &str = env!("CARGO_BIN_EXE_kf-worker");
@@ -719,12 +719,7 @@ fn pins_outside_the_length_limits_are_refused_with_the_spec_codes() {
     let long = "p".repeat(256);
     for module in Module::ALL {
         let pkcs11 = module.pkcs11();
-        let spare = pkcs11
-            .get_all_slots()
-            .unwrap()
-            .into_iter()
-            .find(|slot| !pkcs11.get_token_info(*slot).unwrap().token_initialized())
-            .unwrap();
+        let spare = spare_slot(pkcs11);
         let initialised = pkcs11.get_slots_with_initialized_token().unwrap().len();
         // PKCS#11 3.0 §5.6.1 lists no CKR_PIN_LEN_RANGE for C_InitToken: an SO PIN it
         // cannot accept is CKR_PIN_INCORRECT (SoftHSMv2 answers the same).

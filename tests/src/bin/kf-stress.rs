@@ -9,14 +9,14 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use keyferry_tests::{pin, slot_labelled, USER_PIN};
+use keyferry_tests::{initialised_keyferry, pin, slot_labelled, USER_PIN};
 use serde_json::json;
 
 /// Threads per `stress` process.
@@ -77,11 +77,7 @@ fn describe(err: &Error) -> String {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let path = std::env::var("TEST_KEYFERRY_MODULE").expect("TEST_KEYFERRY_MODULE");
-    let pkcs11 = Pkcs11::new(path).expect("loading keyferry");
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
+    let pkcs11 = initialised_keyferry();
     let user_pin = std::env::var("KF_TEST_PIN").unwrap_or_else(|_| USER_PIN.into());
     match args.as_slice() {
         ["stress", token, tag, secs, seed] => {

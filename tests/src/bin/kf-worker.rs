@@ -5,22 +5,17 @@
 
 use std::time::Instant;
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::slot::Slot;
-use keyferry_tests::{pin, rv, slot_labelled, USER_PIN};
+use keyferry_tests::{initialised_keyferry, pin, rv, slot_labelled, USER_PIN};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = Instant::now();
-    let path = std::env::var("TEST_KEYFERRY_MODULE").expect("TEST_KEYFERRY_MODULE");
-    let pkcs11 = Pkcs11::new(path).expect("loading keyferry");
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
+    let pkcs11 = initialised_keyferry();
     let user_pin = std::env::var("KF_TEST_PIN").unwrap_or_else(|_| USER_PIN.into());
     match args.as_slice() {
         ["create", token, prefix, count] => {
