@@ -2,8 +2,10 @@
 //! becomes a `CK_RV`.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwapOption;
 use keyferry_core::token::Module;
 use keyferry_core::{Error, Result};
 use pkcs11_sys::*;
@@ -15,43 +17,67 @@ struct State {
     pid: u32,
 }
 
-static STATE: RwLock<Option<State>> = RwLock::new(None);
+/// Read by every call without a shared write: an `ArcSwap` load touches only this
+/// thread's own slot, where a lock or an `Arc` clone would bounce one cache line between
+/// every core calling the module.
+static STATE: ArcSwapOption<State> = ArcSwapOption::const_empty();
+
+/// Serialises `C_Initialize` and `C_Finalize` among themselves.
+static CHANGING: Mutex<()> = Mutex::new(());
+
+/// This process's id, set at `C_Initialize` and in a forked child by the fork handler:
+/// `getpid` is a system call, too dear for every call.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// Whether the fork handlers are registered, so `PID` follows a fork.
+static FORKS_TRACKED: AtomicBool = AtomicBool::new(false);
+
+/// The fork handlers are in place (from their registration).
+pub(crate) fn track_forks() {
+    FORKS_TRACKED.store(true, Ordering::Release);
+}
+
+/// Called in a forked child, where the parent's state must no longer be used.
+pub(crate) fn forked() {
+    PID.store(std::process::id(), Ordering::Relaxed);
+}
+
+fn current_pid() -> u32 {
+    if FORKS_TRACKED.load(Ordering::Acquire) {
+        PID.load(Ordering::Relaxed)
+    } else {
+        std::process::id()
+    }
+}
 
 fn poisoned() -> Error {
     Error::General("library state poisoned by an earlier panic".into())
 }
 
-/// The initialised module of this process.
-pub(crate) fn module() -> Result<Arc<Module>> {
-    match &*STATE.read().map_err(|_| poisoned())? {
-        Some(state) if state.pid == std::process::id() => Ok(state.module.clone()),
-        _ => Err(Error::CryptokiNotInitialized),
-    }
-}
-
 /// Install a module (`C_Initialize`). A state left by a parent process before fork is
 /// forgotten without being dropped: its SQLite connections and locks belong to the parent.
 pub(crate) fn install(make: impl FnOnce() -> Result<Module>) -> Result<()> {
-    let mut state = STATE.write().map_err(|_| poisoned())?;
-    if let Some(existing) = state.take() {
-        if existing.pid == std::process::id() {
-            *state = Some(existing);
+    let _changing = CHANGING.lock().map_err(|_| poisoned())?;
+    let pid = std::process::id();
+    PID.store(pid, Ordering::Relaxed);
+    if let Some(existing) = STATE.load_full() {
+        if existing.pid == pid {
             return Err(Error::CryptokiAlreadyInitialized);
         }
-        std::mem::forget(existing);
+        std::mem::forget(STATE.swap(None));
     }
-    *state = Some(State {
+    STATE.store(Some(Arc::new(State {
         module: Arc::new(make()?),
-        pid: std::process::id(),
-    });
+        pid,
+    })));
     Ok(())
 }
 
-/// Remove the module (`C_Finalize`).
+/// Remove the module (`C_Finalize`). Calls still running keep it alive until they return.
 pub(crate) fn uninstall() -> Result<Arc<Module>> {
-    let mut state = STATE.write().map_err(|_| poisoned())?;
-    match state.take() {
-        Some(existing) if existing.pid == std::process::id() => Ok(existing.module),
+    let _changing = CHANGING.lock().map_err(|_| poisoned())?;
+    match STATE.swap(None) {
+        Some(existing) if existing.pid == current_pid() => Ok(existing.module.clone()),
         Some(existing) => {
             std::mem::forget(existing);
             Err(Error::CryptokiNotInitialized)
@@ -62,7 +88,13 @@ pub(crate) fn uninstall() -> Result<Arc<Module>> {
 
 /// Run a call that needs the module initialised.
 pub(crate) fn entry(name: &'static str, call: impl FnOnce(&Module) -> Result<()>) -> CK_RV {
-    guard(name, || call(module()?.as_ref()))
+    guard(name, || {
+        let state = STATE.load();
+        match state.as_deref() {
+            Some(state) if state.pid == current_pid() => call(&state.module),
+            _ => Err(Error::CryptokiNotInitialized),
+        }
+    })
 }
 
 /// Run a call that works before `C_Initialize` too.

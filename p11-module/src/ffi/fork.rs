@@ -33,6 +33,12 @@ extern "C" fn reopen() {
     });
 }
 
+/// After fork, in the child: the parent's module is no longer this process's.
+extern "C" fn child() {
+    super::entry::forked();
+    reopen();
+}
+
 /// Registers the handlers, once per process (from `C_Initialize`).
 pub(crate) fn install_handlers() {
     static ONCE: Once = Once::new();
@@ -40,8 +46,10 @@ pub(crate) fn install_handlers() {
         // SAFETY: the handlers are functions of this library that never unwind; glibc's
         // pthread_atfork (the libc_nonshared.a stub, `__register_atfork` with this
         // library's `__dso_handle`) unregisters them when dlclose unloads the library.
-        let rv = unsafe { libc::pthread_atfork(Some(prepare), Some(reopen), Some(reopen)) };
-        if rv != 0 {
+        let rv = unsafe { libc::pthread_atfork(Some(prepare), Some(reopen), Some(child)) };
+        if rv == 0 {
+            super::entry::track_forks();
+        } else {
             tracing::warn!("pthread_atfork failed ({rv}); a fork during a token write is unsafe");
         }
     });

@@ -8,7 +8,6 @@ pub mod session;
 pub mod slot;
 mod wrap;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -20,11 +19,10 @@ use crate::error::{Error, Result};
 use crate::mech;
 use crate::mech::params::Parameter;
 use crate::store::keys::Key256;
-use crate::store::sqlite::SqliteStore;
 use crate::store::{PinRecord, Role, TokenRecord};
 use attr::{Attribute, Value};
 use object::{Object, Origin};
-use session::{Find, Session};
+use session::{Find, Session, SessionTable};
 use slot::{Login, Token, TokenState};
 
 /// File name suffix of token files in the token directory.
@@ -57,7 +55,7 @@ pub struct Module {
     /// The settings in force.
     pub config: Config,
     tokens: RwLock<Vec<Arc<Token>>>,
-    sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Session>>>,
+    sessions: SessionTable,
     next_handle: AtomicU64,
     finalized: (Mutex<bool>, Condvar),
 }
@@ -85,7 +83,7 @@ impl Module {
         Ok(Self {
             config,
             tokens: RwLock::new(tokens),
-            sessions: RwLock::new(HashMap::new()),
+            sessions: SessionTable::default(),
             next_handle: AtomicU64::new(1),
             finalized: (Mutex::new(false), Condvar::new()),
         })
@@ -122,12 +120,7 @@ impl Module {
     }
 
     pub(crate) fn session(&self, handle: CK_SESSION_HANDLE) -> Result<Arc<Session>> {
-        self.sessions
-            .read()
-            .map_err(|_| poisoned())?
-            .get(&handle)
-            .cloned()
-            .ok_or(Error::SessionHandleInvalid)
+        self.sessions.get(handle)
     }
 
     /// Whether a session handle is open (for calls that only validate it).
@@ -328,9 +321,8 @@ impl Module {
         if Self::spare_slot(&tokens) != slot {
             return Err(Error::SlotIdInvalid(slot));
         }
-        let token = SqliteStore::create(&path, &record)
-            .map_err(Error::from)
-            .and_then(|store| Token::with_store(path.clone(), Box::new(store)));
+        let token = slot::create_store(&path, &record)
+            .and_then(|store| Token::with_store(path.clone(), store));
         let token = match token {
             Ok(token) => Arc::new(token),
             Err(err) => {
@@ -365,21 +357,13 @@ impl Module {
         }
         let handle = self.next_handle();
         let session = Arc::new(Session::new(handle, token, rw));
-        self.sessions
-            .write()
-            .map_err(|_| poisoned())?
-            .insert(handle, session);
+        self.sessions.insert(session)?;
         Ok(handle)
     }
 
     /// `C_CloseSession`: its session objects go; the last session logs the token out.
     pub fn close_session(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
-        let session = self
-            .sessions
-            .write()
-            .map_err(|_| poisoned())?
-            .remove(&handle)
-            .ok_or(Error::SessionHandleInvalid)?;
+        let session = self.sessions.remove(handle)?;
         session.operations()?.end_crypto();
         let mut state = session.token.lock()?;
         session
@@ -398,16 +382,11 @@ impl Module {
     /// PKCS#11 3.0 §5.6.3 lists no CKR_TOKEN_NOT_RECOGNIZED for this function.
     pub fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
         self.token(slot)?;
-        let handles: Vec<_> = self
+        let sessions = self
             .sessions
-            .read()
-            .map_err(|_| poisoned())?
-            .values()
-            .filter(|session| session.token.slot_id == slot)
-            .map(|session| session.handle)
-            .collect();
-        for handle in handles {
-            match self.close_session(handle) {
+            .matching(|session| session.token.slot_id == slot)?;
+        for session in sessions {
+            match self.close_session(session.handle) {
                 Ok(()) | Err(Error::SessionHandleInvalid) => {}
                 Err(err) => return Err(err),
             }
@@ -545,14 +524,9 @@ impl Module {
     pub fn logout(&self, handle: CK_SESSION_HANDLE) -> Result<()> {
         let session = self.session(handle)?;
         session.token.lock()?.logout()?;
-        let sessions: Vec<_> = self
+        let sessions = self
             .sessions
-            .read()
-            .map_err(|_| poisoned())?
-            .values()
-            .filter(|other| Arc::ptr_eq(&other.token, &session.token))
-            .cloned()
-            .collect();
+            .matching(|other| Arc::ptr_eq(&other.token, &session.token))?;
         for other in sessions {
             other.operations()?.end_crypto();
         }
@@ -1060,7 +1034,7 @@ mod tests {
     fn stored(dir: &Path) -> TokenRecord {
         let files = token_files(dir).expect("listed");
         let path = files.first().expect("one token file");
-        SqliteStore::open(path)
+        crate::store::sqlite::SqliteStore::open(path)
             .expect("opened")
             .token()
             .expect("record")

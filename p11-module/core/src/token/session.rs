@@ -1,7 +1,8 @@
 //! Session handles and the operation each session has in flight.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use pkcs11_sys::*;
 
@@ -133,5 +134,73 @@ impl Session {
         } else {
             Err(Error::SessionReadOnly)
         }
+    }
+}
+
+/// How many parts the session table is split into.
+const SHARDS: usize = 16;
+
+/// One part of the session table, on a cache line of its own.
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(RwLock<HashMap<CK_SESSION_HANDLE, Arc<Session>>>);
+
+/// The open sessions by handle. Every call looks its session up here, so the table is
+/// split by handle: two threads on two sessions take two different locks and do not
+/// bounce one lock word between their cores.
+#[derive(Default)]
+pub struct SessionTable {
+    shards: [Shard; SHARDS],
+}
+
+fn poisoned() -> Error {
+    Error::General("session table poisoned by an earlier panic".into())
+}
+
+impl SessionTable {
+    fn shard(
+        &self,
+        handle: CK_SESSION_HANDLE,
+    ) -> &RwLock<HashMap<CK_SESSION_HANDLE, Arc<Session>>> {
+        // `as usize` of a 64-bit handle: only the low bits pick the shard.
+        &self.shards[handle as usize % SHARDS].0
+    }
+
+    /// The session of a handle.
+    pub fn get(&self, handle: CK_SESSION_HANDLE) -> Result<Arc<Session>> {
+        self.shard(handle)
+            .read()
+            .map_err(|_| poisoned())?
+            .get(&handle)
+            .cloned()
+            .ok_or(Error::SessionHandleInvalid)
+    }
+
+    /// Publish a new session.
+    pub fn insert(&self, session: Arc<Session>) -> Result<()> {
+        self.shard(session.handle)
+            .write()
+            .map_err(|_| poisoned())?
+            .insert(session.handle, session);
+        Ok(())
+    }
+
+    /// Take a session out; `CKR_SESSION_HANDLE_INVALID` when it is not open.
+    pub fn remove(&self, handle: CK_SESSION_HANDLE) -> Result<Arc<Session>> {
+        self.shard(handle)
+            .write()
+            .map_err(|_| poisoned())?
+            .remove(&handle)
+            .ok_or(Error::SessionHandleInvalid)
+    }
+
+    /// The open sessions that satisfy `keep`, at one moment of each shard.
+    pub fn matching(&self, keep: impl Fn(&Session) -> bool) -> Result<Vec<Arc<Session>>> {
+        let mut found = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.0.read().map_err(|_| poisoned())?;
+            found.extend(shard.values().filter(|session| keep(session)).cloned());
+        }
+        Ok(found)
     }
 }

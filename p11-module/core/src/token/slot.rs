@@ -3,9 +3,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::{Deref, DerefMut};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use pkcs11_sys::*;
 
@@ -51,17 +50,103 @@ pub enum Handle {
     },
 }
 
-/// Closed (written) by the C shell's fork handler while a process forks: every token state
-/// lock holds it open (read), so a fork never happens while a thread of this process is
-/// inside a token's SQLite transaction. SQLite's lock bookkeeping is per process memory,
-/// and a child that inherited it mid-transaction could never write the token file again.
+/// Closed (written) by the C shell's fork handler while a process forks: every call into
+/// a token's SQLite store holds it open (read), so a fork never happens while a thread of
+/// this process is inside SQLite. SQLite's lock bookkeeping is per process memory, and a
+/// child that inherited it mid-transaction could never write the token file again. Work
+/// on session objects never touches the store, so it never touches the gate either: one
+/// lock word every thread writes would cost those calls their scaling across cores.
 pub static FORK_GATE: RwLock<()> = RwLock::new(());
+
+fn fork_gate() -> RwLockReadGuard<'static, ()> {
+    FORK_GATE.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A store whose every call holds `FORK_GATE` open. Each `Storage` call is one complete
+/// SQLite transaction, so between two calls a fork is safe.
+struct Gated(Box<dyn Storage>);
+
+impl Storage for Gated {
+    fn token(&self) -> Result<TokenRecord, StorageError> {
+        let _open = fork_gate();
+        self.0.token()
+    }
+
+    fn reinitialize(&mut self, record: &TokenRecord) -> Result<(), StorageError> {
+        let _open = fork_gate();
+        self.0.reinitialize(record)
+    }
+
+    fn put_pin(
+        &mut self,
+        role: Role,
+        pin: &PinRecord,
+        master_key_check: &[u8],
+    ) -> Result<bool, StorageError> {
+        let _open = fork_gate();
+        self.0.put_pin(role, pin, master_key_check)
+    }
+
+    fn raise_pin(
+        &mut self,
+        role: Role,
+        current: &PinRecord,
+        raised: &PinRecord,
+    ) -> Result<bool, StorageError> {
+        let _open = fork_gate();
+        self.0.raise_pin(role, current, raised)
+    }
+
+    fn count_failure(&mut self, role: Role, max: u32) -> Result<Option<u32>, StorageError> {
+        let _open = fork_gate();
+        self.0.count_failure(role, max)
+    }
+
+    fn reset_failures(&mut self, role: Role) -> Result<(), StorageError> {
+        let _open = fork_gate();
+        self.0.reset_failures(role)
+    }
+
+    fn find(&self, query: &Query) -> Result<Vec<ObjectId>, StorageError> {
+        let _open = fork_gate();
+        self.0.find(query)
+    }
+
+    fn get(&self, id: ObjectId) -> Result<Option<StoredObject>, StorageError> {
+        let _open = fork_gate();
+        self.0.get(id)
+    }
+
+    fn insert(&mut self, object: &StoredObject) -> Result<ObjectId, StorageError> {
+        let _open = fork_gate();
+        self.0.insert(object)
+    }
+
+    fn update(&mut self, id: ObjectId, object: &StoredObject) -> Result<bool, StorageError> {
+        let _open = fork_gate();
+        self.0.update(id, object)
+    }
+
+    fn delete(&mut self, id: ObjectId) -> Result<bool, StorageError> {
+        let _open = fork_gate();
+        self.0.delete(id)
+    }
+
+    fn generation(&self) -> Result<u64, StorageError> {
+        let _open = fork_gate();
+        self.0.generation()
+    }
+}
+
+/// Make a token file (`SqliteStore::create`) with the fork gate open.
+pub(crate) fn create_store(path: &Path, record: &TokenRecord) -> Result<Box<dyn Storage>> {
+    let _open = fork_gate();
+    Ok(Box::new(SqliteStore::create(path, record)?))
+}
 
 /// A token's locked state (see `Token::lock`).
 pub struct StateGuard<'a> {
     state: MutexGuard<'a, TokenState>,
-    // Dropped after `state`: the fork gate opens only once the state is unlocked.
-    _gate: RwLockReadGuard<'static, ()>,
 }
 
 impl Deref for StateGuard<'_> {
@@ -97,6 +182,7 @@ pub struct TokenState {
     /// handle this process was given. May hold handles since gone from `handles` (handle
     /// numbers are never reused); a search drops them.
     session_handles: BTreeSet<CK_OBJECT_HANDLE>,
+    unique_ids: UniqueIds,
     token_handles: HashMap<ObjectId, CK_OBJECT_HANDLE>,
     /// Open sessions of this application on the token.
     pub sessions: usize,
@@ -120,12 +206,16 @@ pub struct Token {
 impl Token {
     /// Open a token file.
     pub fn open(path: PathBuf) -> Result<Self> {
-        let store = SqliteStore::open(&path)?;
+        let store = {
+            let _open = fork_gate();
+            SqliteStore::open(&path)?
+        };
         Self::with_store(path, Box::new(store))
     }
 
     /// A token over an opened store.
     pub fn with_store(path: PathBuf, store: Box<dyn Storage>) -> Result<Self> {
+        let store: Box<dyn Storage> = Box::new(Gated(store));
         let record = store.token()?;
         let generation = store.generation()?;
         Ok(Self {
@@ -141,6 +231,7 @@ impl Token {
                 cache: HashMap::new(),
                 handles: HashMap::new(),
                 session_handles: BTreeSet::new(),
+                unique_ids: UniqueIds::new()?,
                 token_handles: HashMap::new(),
                 sessions: 0,
                 rw_sessions: 0,
@@ -149,15 +240,13 @@ impl Token {
         })
     }
 
-    /// Lock the token's state; a poisoned lock means a panic mid-change. The guard also
-    /// holds `FORK_GATE` open, so no fork happens while it is held.
+    /// Lock the token's state; a poisoned lock means a panic mid-change.
     pub fn lock(&self) -> Result<StateGuard<'_>> {
-        let gate = FORK_GATE.read().unwrap_or_else(PoisonError::into_inner);
         let state = self
             .state
             .lock()
             .map_err(|_| Error::General("token state poisoned by an earlier panic".into()))?;
-        Ok(StateGuard { state, _gate: gate })
+        Ok(StateGuard { state })
     }
 
     /// Take the token's PIN-check turn: one PIN check of this process at a time.
@@ -168,31 +257,30 @@ impl Token {
     }
 }
 
-/// A fresh unique id (CKA_UNIQUE_ID): 32 hex digits.
-///
-/// 64 random bits drawn once per process (the process id mixed in, so a forked child
-/// that inherits them still differs from its parent), then a counter: as unique as 128
-/// random bits for every object a process will ever make, without drawing random bytes
-/// per object — this runs under the token's lock, on every object creation.
-pub fn new_unique_id() -> Result<String> {
-    static PREFIX: OnceLock<[u8; 8]> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = match PREFIX.get() {
-        Some(prefix) => *prefix,
-        None => {
-            let mut drawn = [0u8; 8];
-            crate::mech::random(&mut drawn)?;
-            *PREFIX.get_or_init(|| drawn)
-        }
-    };
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&prefix);
-    for (byte, pid) in bytes.iter_mut().zip(std::process::id().to_be_bytes()) {
-        *byte ^= pid;
+/// The CKA_UNIQUE_ID values one opened token gives out: 32 hex digits, 64 random bits
+/// drawn when the token is opened and then a counter. As unique as 128 random bits for
+/// every object the token will make in this process, without drawing random bytes or
+/// touching a shared counter per object; a forked child opens its tokens afresh, so it
+/// draws its own. (A clash would also be refused by the store's UNIQUE index.)
+struct UniqueIds {
+    prefix: [u8; 8],
+    made: u64,
+}
+
+impl UniqueIds {
+    fn new() -> Result<Self> {
+        let mut prefix = [0u8; 8];
+        crate::mech::random(&mut prefix)?;
+        Ok(Self { prefix, made: 0 })
     }
-    bytes[8..].copy_from_slice(&count.to_be_bytes());
-    Ok(hex::encode(bytes))
+
+    fn next(&mut self) -> String {
+        self.made += 1;
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.prefix);
+        bytes[8..].copy_from_slice(&self.made.to_be_bytes());
+        hex::encode(bytes)
+    }
 }
 
 /// Build a PIN record wrapping `master` under `pin`, with the configured KDF cost.
@@ -528,7 +616,10 @@ impl TokenState {
         owner: CK_SESSION_HANDLE,
         next_handle: &dyn Fn() -> CK_OBJECT_HANDLE,
     ) -> Result<CK_OBJECT_HANDLE> {
-        object.put(CKA_UNIQUE_ID, Value::bytes(new_unique_id()?.into_bytes()));
+        object.put(
+            CKA_UNIQUE_ID,
+            Value::bytes(self.unique_ids.next().into_bytes()),
+        );
         if object.is_private() && self.login != Login::User {
             return Err(Error::UserNotLoggedIn);
         }
@@ -617,7 +708,9 @@ impl TokenState {
     /// Destroy the object behind a handle.
     pub fn destroy_object(&mut self, handle: CK_OBJECT_HANDLE) -> Result<()> {
         match self.handles.get(&handle).cloned() {
-            Some(Handle::Session { .. }) => {}
+            Some(Handle::Session { .. }) => {
+                self.session_handles.remove(&handle);
+            }
             // Deleted first: if the store fails, the object and its handle both remain.
             Some(Handle::Token { id, .. }) => {
                 let existed = self.store.delete(id)?;
@@ -718,22 +811,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unique_ids_never_repeat_across_threads() {
-        let ids: Vec<String> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..4)
-                .map(|_| {
-                    scope.spawn(|| {
-                        (0..2500)
-                            .map(|_| new_unique_id().expect("id"))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| worker.join().expect("joined"))
-                .collect()
-        });
+    fn unique_ids_never_repeat_within_a_token_or_across_opens() {
+        let mut first = UniqueIds::new().expect("drawn");
+        let mut second = UniqueIds::new().expect("drawn");
+        let ids: Vec<String> = (0..5000)
+            .flat_map(|_| [first.next(), second.next()])
+            .collect();
         let distinct: std::collections::HashSet<&String> = ids.iter().collect();
         assert_eq!(distinct.len(), 10_000);
         assert!(
