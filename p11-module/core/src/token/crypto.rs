@@ -13,6 +13,7 @@ use crate::mech::{self, Mechanism};
 use crate::token::Module;
 use crate::token::object::Object;
 use crate::token::session::{Active, Session};
+use crate::token::slot::Login;
 
 /// What an output-producing call yields, for the C shell to report.
 pub enum Output {
@@ -183,12 +184,45 @@ impl Module {
         handle: CK_OBJECT_HANDLE,
         invalid: Error,
     ) -> Result<Arc<Object>> {
+        self.object_and_login(session, handle, invalid)
+            .map(|(object, _)| object)
+    }
+
+    /// `object_as`, and who is logged in, under one lock.
+    pub(super) fn object_and_login(
+        &self,
+        session: &Session,
+        handle: CK_OBJECT_HANDLE,
+        invalid: Error,
+    ) -> Result<(Arc<Object>, Login)> {
         let mut state = session.token.lock()?;
         state.refresh_for(handle)?;
-        state.object(handle).map_err(|err| match err {
+        let object = state.object(handle).map_err(|err| match err {
             Error::ObjectHandleInvalid => invalid,
             other => other,
-        })
+        })?;
+        Ok((object, state.login))
+    }
+
+    /// Two objects under one lock (a KEK and the key it wraps), each looked up as
+    /// `object_as` would; the caller decides which failure counts first.
+    pub(super) fn two_objects_as(
+        &self,
+        session: &Session,
+        (first, first_invalid): (CK_OBJECT_HANDLE, Error),
+        (second, second_invalid): (CK_OBJECT_HANDLE, Error),
+    ) -> Result<(Result<Arc<Object>>, Result<Arc<Object>>)> {
+        let mut state = session.token.lock()?;
+        state.refresh_for_all(&[first, second])?;
+        let mut lookup = |handle, invalid| {
+            state.object(handle).map_err(|err| match err {
+                Error::ObjectHandleInvalid => invalid,
+                other => other,
+            })
+        };
+        let first = lookup(first, first_invalid);
+        let second = lookup(second, second_invalid);
+        Ok((first, second))
     }
 
     /// End an operation after an error the C shell found before the core ran (a NULL

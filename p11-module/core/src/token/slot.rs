@@ -646,7 +646,16 @@ impl TokenState {
     /// in this process, so no other process's write can change them, and the cheapest
     /// store query still costs more than the operation on a small key.
     pub fn refresh_for(&mut self, handle: CK_OBJECT_HANDLE) -> Result<()> {
-        if matches!(self.handles.get(&handle), Some(Handle::Session { .. })) {
+        self.refresh_for_all(&[handle])
+    }
+
+    /// `refresh` once before using all of `handles`, unless every one names a session
+    /// object.
+    pub fn refresh_for_all(&mut self, handles: &[CK_OBJECT_HANDLE]) -> Result<()> {
+        let all_session = handles
+            .iter()
+            .all(|handle| matches!(self.handles.get(handle), Some(Handle::Session { .. })));
+        if all_session {
             return Ok(());
         }
         self.refresh()

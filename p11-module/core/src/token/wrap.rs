@@ -246,10 +246,15 @@ impl Module {
     ) -> Result<Output> {
         let session = self.session(handle)?;
         let mechanism = mech::lookup_for(kind, CKF_WRAP)?;
-        let kek = self.object_as(&session, wrapping_key, Error::WrappingKeyHandleInvalid)?;
+        let (kek, key) = self.two_objects_as(
+            &session,
+            (wrapping_key, Error::WrappingKeyHandleInvalid),
+            (key, Error::KeyHandleInvalid),
+        )?;
+        let kek = kek?;
         check_role_key(&kek, wrapping_role(), mechanism, kind)?;
         check_opt_in(&kek, kind)?;
-        let key = self.object_as(&session, key, Error::KeyHandleInvalid)?;
+        let key = key?;
         if kind == domain::CKM_KEYFERRY_DOMAIN_WRAP {
             parameter.none()?;
             let domain_key = domain_key_of(&session, &kek, Error::WrappingKeyTypeInconsistent)?;
@@ -292,7 +297,8 @@ impl Module {
     ) -> Result<CK_OBJECT_HANDLE> {
         let session = self.session(handle)?;
         let mechanism = mech::lookup_for(kind, CKF_UNWRAP)?;
-        let kek = self.object_as(&session, unwrapping_key, Error::UnwrappingKeyHandleInvalid)?;
+        let (kek, login) =
+            self.object_and_login(&session, unwrapping_key, Error::UnwrappingKeyHandleInvalid)?;
         check_role_key(&kek, unwrapping_role(), mechanism, kind)?;
         check_opt_in(&kek, kind)?;
         if kind == domain::CKM_KEYFERRY_DOMAIN_WRAP {
@@ -308,8 +314,7 @@ impl Module {
         if !matches!(class, CKO_SECRET_KEY | CKO_PRIVATE_KEY) {
             return Err(Error::TemplateInconsistent(CKA_CLASS));
         }
-        let is_so = session.token.lock()?.login == Login::So;
-        let mut key = Object::from_template(&template, &[], Origin::Unwrap, is_so)?;
+        let mut key = Object::from_template(&template, &[], Origin::Unwrap, login == Login::So)?;
         let mut material = mechanism.key_unwrap(&kek, parameter, blob)?;
         if class == CKO_PRIVATE_KEY {
             let key_type = key
@@ -344,11 +349,11 @@ impl Module {
     ) -> Result<CK_OBJECT_HANDLE> {
         let session = self.session(handle)?;
         let mechanism = mech::lookup_for(kind, CKF_DERIVE)?;
-        let base = self.object_as(&session, base, Error::KeyHandleInvalid)?;
+        let (base, login) = self.object_and_login(&session, base, Error::KeyHandleInvalid)?;
         check_role_key(&base, derive_role(), mechanism, kind)?;
         let template = with_template_of(template, &base, CKA_DERIVE_TEMPLATE)?;
         let implied = [Attribute::new(CKA_CLASS, Value::ulong(CKO_SECRET_KEY))];
-        let is_so = session.token.lock()?.login == Login::So;
+        let is_so = login == Login::So;
         let origin = Origin::Derive {
             mechanism: kind,
             always_sensitive: base.flag(CKA_ALWAYS_SENSITIVE),
