@@ -182,6 +182,9 @@ impl SqliteStore {
     fn connect(path: &Path) -> Result<Self, StorageError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Room for every statement shape the store prepares (finds by several keys among
+        // them), so none is parsed again after its first use.
+        conn.set_prepared_statement_cache_capacity(64);
         // A file that is not SQLite fails here, on the first read of its header.
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
@@ -498,28 +501,28 @@ impl Storage for SqliteStore {
     }
 
     fn update(&mut self, id: ObjectId, object: &StoredObject) -> Result<bool, StorageError> {
-        let changed = self.conn.execute(
+        let mut statement = self.conn.prepare_cached(
             "UPDATE objects SET unique_id = ?2, class = ?3, label = ?4, ckid = ?5, private = ?6,
              attrs = ?7, sealed = ?8 WHERE id = ?1",
-            params![
-                id,
-                object.unique_id,
-                object.class as i64,
-                object.label,
-                object.ckid,
-                object.private,
-                object.attrs,
-                object.sealed,
-            ],
         )?;
+        let changed = statement.execute(params![
+            id,
+            object.unique_id,
+            object.class as i64,
+            object.label,
+            object.ckid,
+            object.private,
+            object.attrs,
+            object.sealed,
+        ])?;
         Ok(changed == 1)
     }
 
     fn delete(&mut self, id: ObjectId) -> Result<bool, StorageError> {
-        Ok(self
+        let mut statement = self
             .conn
-            .execute("DELETE FROM objects WHERE id = ?1", [id])?
-            == 1)
+            .prepare_cached("DELETE FROM objects WHERE id = ?1")?;
+        Ok(statement.execute([id])? == 1)
     }
 
     fn generation(&self) -> Result<u64, StorageError> {
