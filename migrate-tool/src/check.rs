@@ -140,23 +140,24 @@ pub fn compute_with(
 ) -> Result<Kcv, String> {
     let key = object.handle;
     let pkcs11 = |err: cryptoki::error::Error| names::cryptoki_error(&err);
+    // One C_Encrypt or C_Sign each rather than cryptoki's length query and call: a check
+    // value is computed twice per migrated key.
+    let single_part = |sign: bool, mechanism: CK_MECHANISM_TYPE, data: &[u8]| {
+        token
+            .module
+            .raw
+            .single_part(session, sign, mechanism, key, data)
+            .map_err(|err| err.to_string())
+    };
     let bytes = match method {
-        Method::AesEcb => session
-            .encrypt(&Mechanism::AesEcb, key, &[0u8; 16])
-            .map_err(pkcs11)?,
-        Method::AesCmac => session
-            .sign(&Mechanism::AesCMac, key, &[0u8; 16])
-            .map_err(pkcs11)?,
+        Method::AesEcb => single_part(false, CKM_AES_ECB, &[0u8; 16])?,
+        Method::AesCmac => single_part(true, CKM_AES_CMAC, &[0u8; 16])?,
         Method::AesEcbDecrypt => session
             .decrypt(&Mechanism::AesEcb, key, &[0u8; 16])
             .map_err(pkcs11)?,
         Method::AesKw => kw_probe(token, session, key)?,
-        Method::HmacSha256 => session
-            .sign(&Mechanism::Sha256Hmac, key, MESSAGE)
-            .map_err(pkcs11)?,
-        Method::HmacSha1 => session
-            .sign(&Mechanism::Sha1Hmac, key, MESSAGE)
-            .map_err(pkcs11)?,
+        Method::HmacSha256 => single_part(true, CKM_SHA256_HMAC, MESSAGE)?,
+        Method::HmacSha1 => single_part(true, CKM_SHA_1_HMAC, MESSAGE)?,
         Method::RsaPublicSha256 => {
             let modulus = object.bytes(CKA_MODULUS).ok_or("CKA_MODULUS unreadable")?;
             let exponent = object

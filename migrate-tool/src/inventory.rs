@@ -1,8 +1,8 @@
 //! What is on a token: every object with the attributes the tool copies, compares and shows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use cryptoki::object::ObjectHandle;
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki_sys::*;
 use serde::Serialize;
 
@@ -333,28 +333,27 @@ impl Identity {
 
 /// Reads one object's attributes.
 pub fn read(token: &Token, handle: ObjectHandle) -> Result<Object, MigrateError> {
+    read_as(token, handle, None)
+}
+
+/// `read`, with the class already known (found by class, or just made as one).
+pub fn read_as(
+    token: &Token,
+    handle: ObjectHandle,
+    known_class: Option<CK_OBJECT_CLASS>,
+) -> Result<Object, MigrateError> {
     let raw = &token.module.raw;
-    let class_read = raw
-        .attribute(&token.session, handle, CKA_CLASS)
-        .map_err(|err| MigrateError::Pkcs11 {
-            context: format!("{}: reading CKA_CLASS", token.who),
-            reason: err.to_string(),
-        })?;
-    let class = match class_read {
-        Read::Value(RawValue::Bytes(bytes)) => bytes
-            .as_slice()
-            .try_into()
-            .map(CK_ULONG::from_ne_bytes)
-            .unwrap_or(CK_UNAVAILABLE_INFORMATION),
-        _ => CK_UNAVAILABLE_INFORMATION,
+    let class = match known_class {
+        Some(class) => class,
+        None => read_class(token, handle)?,
     };
     let public_parts = if class == CKO_PRIVATE_KEY {
         PRIVATE_PUBLIC_PARTS
     } else {
         &[]
     };
-    let kinds: Vec<CK_ATTRIBUTE_TYPE> = copied(class)
-        .into_iter()
+    let kinds: Vec<CK_ATTRIBUTE_TYPE> = std::iter::once(CKA_CLASS)
+        .chain(copied(class))
         .chain(TOKEN_SET.iter().copied())
         .chain(public_parts.iter().copied())
         .collect();
@@ -364,23 +363,76 @@ pub fn read(token: &Token, handle: ObjectHandle) -> Result<Object, MigrateError>
             context: format!("{}: reading attributes", token.who),
             reason: err.to_string(),
         })?;
-    Ok(Object {
+    let object = Object {
         handle,
         class,
         attributes: attributes.into_iter().collect(),
+    };
+    match object.ulong(CKA_CLASS) {
+        // Not of the class it was taken for: read again as what it is.
+        Some(actual) if actual != class => read_as(token, handle, Some(actual)),
+        _ => Ok(object),
+    }
+}
+
+fn read_class(token: &Token, handle: ObjectHandle) -> Result<CK_OBJECT_CLASS, MigrateError> {
+    let raw = &token.module.raw;
+    let class_read = raw
+        .attribute(&token.session, handle, CKA_CLASS)
+        .map_err(|err| MigrateError::Pkcs11 {
+            context: format!("{}: reading CKA_CLASS", token.who),
+            reason: err.to_string(),
+        })?;
+    Ok(match class_read {
+        Read::Value(RawValue::Bytes(bytes)) => bytes
+            .as_slice()
+            .try_into()
+            .map(CK_ULONG::from_ne_bytes)
+            .unwrap_or(CK_UNAVAILABLE_INFORMATION),
+        _ => CK_UNAVAILABLE_INFORMATION,
     })
 }
 
+/// The classes the tool copies, searched for one by one so that their objects need no
+/// separate read of CKA_CLASS.
+const LISTED_CLASSES: &[ObjectClass] = &[
+    ObjectClass::SECRET_KEY,
+    ObjectClass::PRIVATE_KEY,
+    ObjectClass::PUBLIC_KEY,
+    ObjectClass::CERTIFICATE,
+    ObjectClass::DATA,
+];
+
 /// Every object on the token the session can see.
 pub fn list(token: &Token) -> Result<Vec<Object>, MigrateError> {
-    let handles = token
-        .session
-        .find_objects(&[])
-        .map_err(|err| MigrateError::pkcs11(format!("{}: C_FindObjects", token.who), &err))?;
+    Ok(list_up_to(token, usize::MAX)?.unwrap_or_default())
+}
+
+/// Every object on the token, or `None` without reading any when there are more than
+/// `limit`.
+pub fn list_up_to(token: &Token, limit: usize) -> Result<Option<Vec<Object>>, MigrateError> {
+    let search = |template: &[Attribute]| {
+        token
+            .session
+            .find_objects(template)
+            .map_err(|err| MigrateError::pkcs11(format!("{}: C_FindObjects", token.who), &err))
+    };
+    let mut classes: HashMap<CK_OBJECT_HANDLE, CK_OBJECT_CLASS> = HashMap::new();
+    for &class in LISTED_CLASSES {
+        for handle in search(&[Attribute::Class(class)])? {
+            classes.insert(handle.handle(), CK_OBJECT_CLASS::from(class));
+        }
+    }
+    // Every object, in the token's order; those of other classes read their class.
+    let handles = search(&[])?;
+    if handles.len() > limit {
+        return Ok(None);
+    }
     handles
         .into_iter()
-        .map(|handle| read(token, handle))
-        .collect()
+        .map(|handle| read_as(token, handle, classes.get(&handle.handle()).copied()))
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 /// The objects on the token with this identity, read.
@@ -391,7 +443,7 @@ pub fn find(token: &Token, identity: &Identity) -> Result<Vec<Object>, MigrateEr
         .map_err(|err| MigrateError::pkcs11(format!("{}: C_FindObjects", token.who), &err))?;
     let mut found = Vec::new();
     for handle in handles {
-        let object = read(token, handle)?;
+        let object = read_as(token, handle, Some(identity.class))?;
         if object.identity() == *identity {
             found.push(object);
         }

@@ -275,7 +275,7 @@ fn carry(
     journal
         .step(&key, &describe, State::Unwrapped)
         .map_err(|err| err.to_string())?;
-    let verified = inventory::read(destination, handle)
+    let verified = inventory::read_as(destination, handle, Some(entry.object.class))
         .map_err(|err| err.to_string())
         .and_then(|there| {
             let proof = if entry.object.class == CKO_PRIVATE_KEY {

@@ -7,7 +7,6 @@
 //! function list is the one cryptoki initialised) and takes session and object handles from
 //! cryptoki's `Session` and `ObjectHandle`.
 
-use std::collections::HashMap;
 use std::ffi::c_void;
 use std::path::Path;
 use std::ptr;
@@ -288,6 +287,48 @@ macro_rules! function {
     };
 }
 
+/// The output buffer a one-call attempt starts with: more than any secret key's wrapped
+/// blob or check value, and an RSA-4096 private key's PKCS#8 wrap.
+const ROOMY_OUTPUT: usize = 4096;
+
+/// Attributes whose value is a CK_BBOOL or a CK_ULONG: no token hides them as sensitive
+/// and none outgrows a buffer, so unavailable in a batch can only mean absent.
+const FIXED_SIZE_PUBLIC: &[CK_ATTRIBUTE_TYPE] = &[
+    cryptoki_sys::CKA_CLASS,
+    cryptoki_sys::CKA_KEY_TYPE,
+    cryptoki_sys::CKA_TOKEN,
+    cryptoki_sys::CKA_PRIVATE,
+    cryptoki_sys::CKA_MODIFIABLE,
+    cryptoki_sys::CKA_COPYABLE,
+    cryptoki_sys::CKA_DESTROYABLE,
+    cryptoki_sys::CKA_TRUSTED,
+    cryptoki_sys::CKA_LOCAL,
+    cryptoki_sys::CKA_SENSITIVE,
+    cryptoki_sys::CKA_EXTRACTABLE,
+    cryptoki_sys::CKA_ALWAYS_SENSITIVE,
+    cryptoki_sys::CKA_NEVER_EXTRACTABLE,
+    cryptoki_sys::CKA_WRAP_WITH_TRUSTED,
+    cryptoki_sys::CKA_ALWAYS_AUTHENTICATE,
+    cryptoki_sys::CKA_KEY_GEN_MECHANISM,
+    cryptoki_sys::CKA_VALUE_LEN,
+    cryptoki_sys::CKA_MODULUS_BITS,
+    cryptoki_sys::CKA_ENCRYPT,
+    cryptoki_sys::CKA_DECRYPT,
+    cryptoki_sys::CKA_SIGN,
+    cryptoki_sys::CKA_VERIFY,
+    cryptoki_sys::CKA_SIGN_RECOVER,
+    cryptoki_sys::CKA_VERIFY_RECOVER,
+    cryptoki_sys::CKA_WRAP,
+    cryptoki_sys::CKA_UNWRAP,
+    cryptoki_sys::CKA_DERIVE,
+    cryptoki_sys::CKA_CERTIFICATE_TYPE,
+    cryptoki_sys::CKA_CERTIFICATE_CATEGORY,
+];
+
+/// The buffer a plain attribute is first read into: an RSA-4096 modulus, a P-521 point,
+/// any label a person would type.
+const ATTRIBUTE_ROOM: usize = 1024;
+
 fn check(function: &'static str, rv: CK_RV) -> Result<(), RawError> {
     if rv == CKR_OK {
         Ok(())
@@ -337,6 +378,32 @@ impl RawModule {
         let wrap = function!(self, C_WrapKey);
         let mut public = Vec::new();
         let (mut c_mechanism, _storage) = mechanism.to_c(&mut public);
+        // First into a buffer that holds any secret key's blob and most private keys'
+        // (PKCS#11 3.0 §5.2: a short buffer gives CKR_BUFFER_TOO_SMALL and the length),
+        // so most keys need one call, not a length query and then the call.
+        let mut blob = vec![0u8; ROOMY_OUTPUT];
+        let mut len = ulong(blob.len());
+        // SAFETY: as below; `blob` is valid for `len` bytes.
+        let rv = unsafe {
+            wrap(
+                session.handle(),
+                &mut c_mechanism,
+                wrapping_key.handle(),
+                key.handle(),
+                blob.as_mut_ptr(),
+                &mut len,
+            )
+        };
+        if rv == CKR_OK {
+            blob.truncate(usize::try_from(len).unwrap_or(0));
+            return Ok(blob);
+        }
+        if rv != CKR_BUFFER_TOO_SMALL {
+            return Err(RawError {
+                function: "C_WrapKey",
+                rv,
+            });
+        }
         let mut len: CK_ULONG = 0;
         // SAFETY: the mechanism and its parameters live in `c_mechanism`/`_storage`/`public`
         // for the call; a NULL output with a valid length pointer is a length query.
@@ -366,6 +433,69 @@ impl RawModule {
         check("C_WrapKey", rv)?;
         blob.truncate(usize::try_from(len).unwrap_or(0));
         Ok(blob)
+    }
+
+    /// A single-part C_Encrypt (`sign` false) or C_Sign (`sign` true) of `data` with a
+    /// parameterless mechanism: the init, then one call into a buffer with room for any
+    /// check value, falling back to the length query only when a token wants more.
+    pub fn single_part(
+        &self,
+        session: &Session,
+        sign: bool,
+        mechanism: CK_MECHANISM_TYPE,
+        key: ObjectHandle,
+        data: &[u8],
+    ) -> Result<Vec<u8>, RawError> {
+        let (init_name, call_name) = if sign {
+            ("C_SignInit", "C_Sign")
+        } else {
+            ("C_EncryptInit", "C_Encrypt")
+        };
+        let (init, call) = if sign {
+            (function!(self, C_SignInit), function!(self, C_Sign))
+        } else {
+            (function!(self, C_EncryptInit), function!(self, C_Encrypt))
+        };
+        let mut c_mechanism = CK_MECHANISM {
+            mechanism,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        // SAFETY: a parameterless mechanism that lives for the call.
+        check(init_name, unsafe {
+            init(session.handle(), &mut c_mechanism, key.handle())
+        })?;
+        // C_Encrypt and C_Sign take the input as a non-const pointer they only read.
+        let mut input = data.to_vec();
+        let mut output = vec![0u8; data.len() + ROOMY_OUTPUT];
+        let mut len = ulong(output.len());
+        // SAFETY: `input` and `output` are valid for their lengths for the call.
+        let mut rv = unsafe {
+            call(
+                session.handle(),
+                input.as_mut_ptr(),
+                ulong(input.len()),
+                output.as_mut_ptr(),
+                &mut len,
+            )
+        };
+        if rv == CKR_BUFFER_TOO_SMALL {
+            // The operation stays active and `len` says how much is needed (§5.2).
+            output = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            // SAFETY: as above, with the larger buffer.
+            rv = unsafe {
+                call(
+                    session.handle(),
+                    input.as_mut_ptr(),
+                    ulong(input.len()),
+                    output.as_mut_ptr(),
+                    &mut len,
+                )
+            };
+        }
+        check(call_name, rv)?;
+        output.truncate(usize::try_from(len).unwrap_or(0));
+        Ok(output)
     }
 
     /// C_UnwrapKey with any mechanism and a template that may nest templates.
@@ -471,11 +601,13 @@ impl RawModule {
         check("C_SetAttributeValue", rv)
     }
 
-    /// Reads attributes in two calls for all of them (the lengths, then the values), the
+    /// Reads attributes in one call for all of them, each plain attribute into a buffer
+    /// with room for any usual value and each template attribute as a length query, the
     /// way PKCS#11 3.0 §5.7.5 lets one call answer for many; an attribute the batch cannot
-    /// settle (unavailable: sensitive or absent, a non-empty template) is read on its own,
-    /// and if the batch fails as a whole (SoftHSMv2 answers CKR_GENERAL_ERROR for dates on
-    /// private objects) every attribute is, so one unreadable attribute hides no other.
+    /// settle (unavailable: sensitive, absent or longer than its buffer; a non-empty
+    /// template) is read on its own, and if the batch fails as a whole (SoftHSMv2 answers
+    /// CKR_GENERAL_ERROR for dates on private objects) every attribute is, so one
+    /// unreadable attribute hides no other.
     pub fn attributes(
         &self,
         session: &Session,
@@ -484,65 +616,61 @@ impl RawModule {
     ) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Read)>, RawError> {
         let alone = |kind: CK_ATTRIBUTE_TYPE| Ok((kind, self.attribute(session, object, kind)?));
         let call = self.attribute_getter(session, object)?;
-        let mut query: Vec<CK_ATTRIBUTE> = kinds
+        let mut buffers: Vec<Vec<u8>> = kinds
             .iter()
-            .map(|&kind| CK_ATTRIBUTE {
+            .map(|kind| {
+                if TEMPLATE_ATTRIBUTES.contains(kind) {
+                    Vec::new()
+                } else {
+                    vec![0u8; ATTRIBUTE_ROOM]
+                }
+            })
+            .collect();
+        let mut batch: Vec<CK_ATTRIBUTE> = kinds
+            .iter()
+            .zip(buffers.iter_mut())
+            .map(|(&kind, buffer)| CK_ATTRIBUTE {
                 type_: kind,
-                pValue: ptr::null_mut(),
-                ulValueLen: 0,
+                pValue: if buffer.is_empty() {
+                    ptr::null_mut()
+                } else {
+                    buffer.as_mut_ptr().cast()
+                },
+                ulValueLen: ulong(buffer.len()),
             })
             .collect();
         if !matches!(
-            call(&mut query),
-            CKR_OK | CKR_ATTRIBUTE_SENSITIVE | CKR_ATTRIBUTE_TYPE_INVALID
+            call(&mut batch),
+            CKR_OK | CKR_ATTRIBUTE_SENSITIVE | CKR_ATTRIBUTE_TYPE_INVALID | CKR_BUFFER_TOO_SMALL
         ) {
             return kinds.iter().map(|&kind| alone(kind)).collect();
         }
-        // Attributes with a plain value, read together; the rest settled one by one.
-        let plain: Vec<usize> = (0..query.len())
-            .filter(|&index| {
-                query[index].ulValueLen != CK_UNAVAILABLE_INFORMATION
-                    && !TEMPLATE_ATTRIBUTES.contains(&query[index].type_)
-            })
-            .collect();
-        let mut buffers: Vec<Vec<u8>> = plain
-            .iter()
-            .map(|&index| vec![0u8; usize::try_from(query[index].ulValueLen).unwrap_or(0)])
-            .collect();
-        let mut values: Vec<CK_ATTRIBUTE> = plain
-            .iter()
-            .zip(buffers.iter_mut())
-            .map(|(&index, buffer)| CK_ATTRIBUTE {
-                type_: query[index].type_,
-                pValue: buffer.as_mut_ptr().cast(),
-                ulValueLen: query[index].ulValueLen,
-            })
-            .collect();
-        if !values.is_empty() && call(&mut values) != CKR_OK {
-            return kinds.iter().map(|&kind| alone(kind)).collect();
-        }
-        let mut read: HashMap<CK_ATTRIBUTE_TYPE, Read> = values
-            .iter()
-            .zip(buffers)
-            .map(|(attribute, mut buffer)| {
-                buffer.truncate(usize::try_from(attribute.ulValueLen).unwrap_or(0));
-                (attribute.type_, Read::Value(RawValue::Bytes(buffer)))
-            })
-            .collect();
-        // An empty attribute array needs no second look.
-        read.extend(
-            query
-                .iter()
-                .filter(|attribute| {
-                    attribute.ulValueLen == 0 && TEMPLATE_ATTRIBUTES.contains(&attribute.type_)
-                })
-                .map(|attribute| (attribute.type_, Read::Value(RawValue::Template(Vec::new())))),
-        );
         kinds
             .iter()
-            .map(|&kind| match read.remove(&kind) {
-                Some(value) => Ok((kind, value)),
-                None => alone(kind),
+            .zip(batch)
+            .zip(buffers)
+            .map(|((&kind, attribute), mut buffer)| {
+                let len = usize::try_from(attribute.ulValueLen).unwrap_or(usize::MAX);
+                if attribute.ulValueLen == CK_UNAVAILABLE_INFORMATION {
+                    if FIXED_SIZE_PUBLIC.contains(&kind) {
+                        // Never secret and never longer than its buffer: absent.
+                        Ok((kind, Read::Absent))
+                    } else {
+                        alone(kind)
+                    }
+                } else if TEMPLATE_ATTRIBUTES.contains(&kind) {
+                    // An empty attribute array needs no second look.
+                    if len == 0 {
+                        Ok((kind, Read::Value(RawValue::Template(Vec::new()))))
+                    } else {
+                        alone(kind)
+                    }
+                } else if len <= buffer.len() {
+                    buffer.truncate(len);
+                    Ok((kind, Read::Value(RawValue::Bytes(buffer))))
+                } else {
+                    alone(kind)
+                }
             })
             .collect()
     }
@@ -577,6 +705,31 @@ impl RawModule {
         kind: CK_ATTRIBUTE_TYPE,
     ) -> Result<Read, RawError> {
         let call = self.attribute_getter(session, object)?;
+        if !TEMPLATE_ATTRIBUTES.contains(&kind) {
+            // One call where the value fits the buffer, which is nearly always.
+            let mut value = vec![0u8; ATTRIBUTE_ROOM];
+            let mut attempt = [CK_ATTRIBUTE {
+                type_: kind,
+                pValue: value.as_mut_ptr().cast(),
+                ulValueLen: ulong(value.len()),
+            }];
+            match call(&mut attempt) {
+                CKR_OK => {
+                    let len = usize::try_from(attempt[0].ulValueLen).unwrap_or(usize::MAX);
+                    if attempt[0].ulValueLen == CK_UNAVAILABLE_INFORMATION {
+                        return Ok(Read::Absent);
+                    }
+                    if len <= value.len() {
+                        value.truncate(len);
+                        return Ok(Read::Value(RawValue::Bytes(value)));
+                    }
+                }
+                CKR_ATTRIBUTE_SENSITIVE => return Ok(Read::Sensitive),
+                CKR_ATTRIBUTE_TYPE_INVALID => return Ok(Read::Absent),
+                CKR_BUFFER_TOO_SMALL => {}
+                rv => return Ok(Read::Failed(rv)),
+            }
+        }
         let mut query = [CK_ATTRIBUTE {
             type_: kind,
             pValue: ptr::null_mut(),

@@ -233,9 +233,26 @@ pub fn plan(
     for object in &objects {
         *counts.entry(object.identity()).or_default() += 1;
     }
+    // The destination read once when it holds no more objects than are planned (a fresh
+    // destination holds none): cheaper than a search per planned object.
+    let on_destination: Option<HashMap<Identity, Vec<Object>>> =
+        inventory::list_up_to(destination, objects.len())?.map(|listed| {
+            let mut by_identity: HashMap<Identity, Vec<Object>> = HashMap::new();
+            for object in listed {
+                by_identity
+                    .entry(object.identity())
+                    .or_default()
+                    .push(object);
+            }
+            by_identity
+        });
     let mut entries = Vec::with_capacity(objects.len());
     for object in objects {
         let identity = object.identity();
+        let existing = match &on_destination {
+            Some(by_identity) => by_identity.get(&identity).cloned().unwrap_or_default(),
+            None => inventory::find(destination, &identity)?,
+        };
         let mut entry = Entry {
             kcv: None,
             identity: identity.clone(),
@@ -251,7 +268,7 @@ pub fn plan(
             source,
             destination,
             &mut entry,
-            counts[&identity],
+            (counts[&identity], existing),
             (&source_profile, &destination_profile),
             &transport,
         )?;
@@ -276,7 +293,7 @@ fn decide(
     source: &Token,
     destination: &Token,
     entry: &mut Entry,
-    same_identity_on_source: usize,
+    (same_identity_on_source, existing): (usize, Vec<Object>),
     (source_profile, destination_profile): (&Profile, &Profile),
     transport: &Result<Transport, String>,
 ) -> Result<(), MigrateError> {
@@ -310,7 +327,6 @@ fn decide(
         );
         return Ok(());
     }
-    let existing = inventory::find(destination, &entry.identity)?;
     if !existing.is_empty() {
         return compare_existing(source, destination, entry, &existing);
     }
