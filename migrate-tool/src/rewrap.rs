@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64ct::{Base64, Encoding};
-use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki_sys::*;
 use serde::{Deserialize, Serialize};
@@ -306,14 +305,17 @@ fn session_key(key_type: CK_KEY_TYPE) -> Vec<RawAttribute> {
 
 impl Worker<'_> {
     fn check_value(&self, token: &Token, key: ObjectHandle) -> Result<Vec<u8>, String> {
-        let outcome = if self.options.key_type == CKK_AES {
-            token.session.encrypt(&Mechanism::AesEcb, key, &[0u8; 16])
-        } else {
-            token
-                .session
-                .sign(&Mechanism::Sha1Hmac, key, b"keyferry key check value")
-        };
-        outcome.map_err(|err| names::cryptoki_error(&err))
+        let (sign, mechanism, data): (bool, CK_MECHANISM_TYPE, &[u8]) =
+            if self.options.key_type == CKK_AES {
+                (false, CKM_AES_ECB, &[0u8; 16])
+            } else {
+                (true, CKM_SHA_1_HMAC, b"keyferry key check value")
+            };
+        token
+            .module
+            .raw
+            .single_part(&token.session, sign, mechanism, key, data)
+            .map_err(|err| err.to_string())
     }
 
     /// Rewraps one blob; every session object it makes is gone when it returns.

@@ -1,7 +1,8 @@
 //! The SQLite store: one file per token, WAL, a busy timeout for other processes, a
 //! schema version, and indexes so finding one object among 100 000 stays cheap.
 
-use std::fs::OpenOptions;
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -51,8 +52,40 @@ CREATE INDEX objects_label ON objects (label);
 
 /// A token file.
 pub struct SqliteStore {
+    // Declared, so dropped, before `wal`: SQLite closes its files before the watch does.
     conn: Connection,
     path: PathBuf,
+    wal: Option<RefCell<WalWatch>>,
+}
+
+/// The WAL-index header at the start of the `-shm` file: two copies of SQLite's 48-byte
+/// `WalIndexHdr` (change counter, last frame, page count, salts, checksums), which every
+/// commit by any connection rewrites, the second copy first.
+const WAL_INDEX_HEADER: usize = 96;
+
+/// Tells, with one `pread` and no transaction, that no connection has committed since
+/// the last `PRAGMA data_version`: a token object is checked before every use, and the
+/// read transaction that query needs costs four `fcntl` locks.
+struct WalWatch {
+    /// The `-shm` file, read-only, opened once SQLite has made it. Never closed before
+    /// the connection is: closing any descriptor of a file drops every POSIX lock this
+    /// process holds on it, SQLite's included.
+    shm: Option<File>,
+    /// The header last seen, with the `data_version` read after it.
+    seen: Option<([u8; WAL_INDEX_HEADER], u64)>,
+}
+
+impl WalWatch {
+    /// The header, when it can be read whole and its two copies agree (a commit in the
+    /// middle of writing it shows as a disagreement).
+    fn header(&self) -> Option<[u8; WAL_INDEX_HEADER]> {
+        use std::os::unix::fs::FileExt;
+        let mut header = [0u8; WAL_INDEX_HEADER];
+        self.shm.as_ref()?.read_exact_at(&mut header, 0).ok()?;
+        let (first, second) = header.split_at(WAL_INDEX_HEADER / 2);
+        // Byte 12 of a WalIndexHdr is isInit.
+        (first == second && first[12] != 0).then_some(header)
+    }
 }
 
 /// The first 16 bytes of every SQLite database file.
@@ -192,7 +225,8 @@ impl SqliteStore {
                 path: path.display().to_string(),
                 reason: err.to_string(),
             })?;
-        if !mode.eq_ignore_ascii_case("wal") {
+        let wal = mode.eq_ignore_ascii_case("wal");
+        if !wal {
             tracing::warn!(path = %path.display(), mode, "WAL unavailable; using the rollback journal");
         }
         // FULL: a call that returned CKR_OK survives power loss, not only a killed process.
@@ -202,7 +236,21 @@ impl SqliteStore {
         Ok(Self {
             conn,
             path: path.to_path_buf(),
+            wal: wal.then(|| {
+                RefCell::new(WalWatch {
+                    shm: None,
+                    seen: None,
+                })
+            }),
         })
+    }
+
+    fn data_version(&self) -> Result<u64, StorageError> {
+        let version: i64 = self
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |row| row.get(0))?;
+        Ok(version as u64)
     }
 
     fn corrupt(&self, reason: String) -> StorageError {
@@ -526,16 +574,27 @@ impl Storage for SqliteStore {
     }
 
     fn generation(&self) -> Result<u64, StorageError> {
-        // Asked before every use of a token object: a cached statement, not a parse each
-        // time. (Reading the WAL-index header through a second descriptor of the -shm file
-        // instead looked cheaper, but broke pkcs11-tool's reading of an EC public key in
-        // scripts/clients-smoke for reasons not understood; SQLite does not expect other
-        // descriptors on its files.)
-        let version: i64 = self
-            .conn
-            .prepare_cached("PRAGMA data_version")?
-            .query_row([], |row| row.get(0))?;
-        Ok(version as u64)
+        let Some(watch) = &self.wal else {
+            return self.data_version();
+        };
+        let mut watch = watch.borrow_mut();
+        let header = watch.header();
+        if let (Some(header), Some((seen, version))) = (&header, &watch.seen)
+            && header == seen
+        {
+            return Ok(*version);
+        }
+        // The header is read before the query: a commit between the two moves the
+        // header again, and the next call asks SQLite once more.
+        let version = self.data_version()?;
+        watch.seen = header.map(|header| (header, version));
+        if watch.shm.is_none() {
+            // The query made SQLite open (or create) the file; without it, always ask.
+            let mut shm_path = self.path.as_os_str().to_owned();
+            shm_path.push("-shm");
+            watch.shm = File::open(&shm_path).ok();
+        }
+        Ok(version)
     }
 }
 
@@ -628,15 +687,17 @@ mod tests {
             start,
             "nobody wrote"
         );
+        let mut last = start;
         for round in 0..50 {
             theirs
                 .insert(&object(&format!("o{round}")))
                 .expect("inserted");
             let seen = ours.generation().expect("generation");
             assert_ne!(
-                seen, start,
+                seen, last,
                 "round {round}: another connection's commit was missed"
             );
+            last = seen;
             assert_eq!(ours.generation().expect("generation"), seen);
             // Our own commits are no news to us (SQLite's data_version semantics).
             ours.insert(&object(&format!("p{round}")))
