@@ -61,6 +61,9 @@ enum Job {
     /// The bare wrap + unwrap calls of a migration; prints seconds.
     #[command(hide = true)]
     Bare {
+        /// Also the calls of the proof: check values on both sides, the copy read back.
+        #[arg(long)]
+        verify: bool,
         module: PathBuf,
         from: String,
         to: String,
@@ -134,11 +137,12 @@ fn main() -> ExitCode {
             count,
         }) => tool::fill(&module, &token, count),
         Some(Job::Bare {
+            verify,
             module,
             from,
             to,
             count,
-        }) => tool::bare(&module, &from, &to, count).map(|seconds| println!("{seconds}")),
+        }) => tool::bare(&module, &from, &to, count, verify).map(|seconds| println!("{seconds}")),
         Some(Job::Blobs {
             module,
             token,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use base64ct::{Base64, Encoding};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
 use crate::figure::{self, Figure, Unit};
@@ -67,7 +67,7 @@ pub fn run(setup: &Setup) -> Result<Vec<Figure>, String> {
     let mut envs = make_tokens(
         "make-keyferry-tokens",
         dir.path(),
-        &["src", "dst", "bare", "fromhsm", "blobs"],
+        &["src", "dst", "bare", "verified", "fromhsm", "blobs"],
     )?;
     let kf = &setup.keyferry_module;
     let job = |args: &[&str], envs: &[(String, String)]| -> Result<String, String> {
@@ -81,10 +81,17 @@ pub fn run(setup: &Setup) -> Result<Vec<Figure>, String> {
     job(&["fill", &kf_path, "src", &keys], &envs)?;
 
     let mut figures = Vec::new();
-    let bare_secs: f64 = job(&["bare", &kf_path, "src", "bare", &keys], &envs)?
-        .trim()
-        .parse()
-        .map_err(|e| format!("bare job output: {e}"))?;
+    let seconds_of = |output: String| -> Result<f64, String> {
+        output
+            .trim()
+            .parse()
+            .map_err(|e| format!("bare job output: {e}"))
+    };
+    let bare_secs = seconds_of(job(&["bare", &kf_path, "src", "bare", &keys], &envs)?)?;
+    let verified_secs = seconds_of(job(
+        &["bare", "--verify", &kf_path, "src", "verified", &keys],
+        &envs,
+    )?)?;
     let migrate = |from: String, to: String, envs: &[(String, String)]| {
         let journal = dir
             .path()
@@ -140,6 +147,18 @@ pub fn run(setup: &Setup) -> Result<Vec<Figure>, String> {
         "migrate time over bare wrap + unwrap time",
         Unit::Times,
         kf_seconds / bare_secs,
+        setup.keys,
+    ));
+    figures.push(Figure::value(
+        format!("bare wrap + unwrap + check values + read-back, {keys} keys"),
+        Unit::PerSecond,
+        setup.keys as f64 / verified_secs,
+        setup.keys,
+    ));
+    figures.push(Figure::value(
+        "migrate time over those verified bare calls",
+        Unit::Times,
+        kf_seconds / verified_secs,
         setup.keys,
     ));
 
@@ -298,9 +317,33 @@ fn kek(session: &Session, value: &[u8]) -> Result<ObjectHandle, String> {
         .map_err(err)
 }
 
+/// What a verified copy is read back for: the attributes a migration report compares.
+const COPIED_ATTRIBUTES: [AttributeType; 12] = [
+    AttributeType::Class,
+    AttributeType::KeyType,
+    AttributeType::Label,
+    AttributeType::Id,
+    AttributeType::Token,
+    AttributeType::Private,
+    AttributeType::Sensitive,
+    AttributeType::Extractable,
+    AttributeType::Encrypt,
+    AttributeType::Decrypt,
+    AttributeType::ValueLen,
+    AttributeType::UniqueId,
+];
+
 /// `bare`: the calls a migration cannot do without — every key of `from` wrapped there
-/// under a shared KEK and unwrapped on `to` as a token object. Prints the seconds.
-pub fn bare(module: &Path, from: &str, to: &str, count: usize) -> Result<f64, String> {
+/// under a shared KEK and unwrapped on `to` as a token object; with `verify`, also the
+/// calls its proof needs (a check value on each side, the copy's attributes read back).
+/// Prints the seconds.
+pub fn bare(
+    module: &Path,
+    from: &str,
+    to: &str,
+    count: usize,
+    verify: bool,
+) -> Result<f64, String> {
     let (pkcs11, source_slot) = open(module, from)?;
     let destination_slot = crate::scenarios::slot_labelled(&pkcs11, to)?;
     let source = user_session(&pkcs11, source_slot)?;
@@ -320,7 +363,7 @@ pub fn bare(module: &Path, from: &str, to: &str, count: usize) -> Result<f64, St
         let blob = source
             .wrap_key(&Mechanism::AesKeyWrapPad, source_kek, key)
             .map_err(err)?;
-        destination
+        let copy = destination
             .unwrap_key(
                 &Mechanism::AesKeyWrapPad,
                 destination_kek,
@@ -335,6 +378,19 @@ pub fn bare(module: &Path, from: &str, to: &str, count: usize) -> Result<f64, St
                 ],
             )
             .map_err(err)?;
+        if verify {
+            let zero = [0u8; 16];
+            let here = source.encrypt(&Mechanism::AesEcb, key, &zero).map_err(err)?;
+            let there = destination
+                .encrypt(&Mechanism::AesEcb, copy, &zero)
+                .map_err(err)?;
+            if here != there {
+                return Err(format!("key {moved} arrived changed"));
+            }
+            destination
+                .get_attributes(copy, &COPIED_ATTRIBUTES)
+                .map_err(err)?;
+        }
         moved += 1;
     }
     if moved != count {

@@ -742,7 +742,7 @@ impl Module {
             Attribute::new(CKA_CLASS, Value::ulong(class)),
             Attribute::new(CKA_KEY_TYPE, Value::ulong(key_type)),
         ];
-        let is_so = session.token.lock()?.login == Login::So;
+        let is_so = session.token.so_logged_in();
         let origin = Origin::Generate(mechanism);
         let mut key = Object::from_template(template, &implied, origin, is_so)?;
         let value = generator.generate_key(key.ulong(CKA_VALUE_LEN))?;
@@ -769,7 +769,7 @@ impl Module {
             .generates_pair()
             .ok_or(Error::MechanismInvalid(mechanism))?;
         parameter.none()?;
-        let is_so = session.token.lock()?.login == Login::So;
+        let is_so = session.token.so_logged_in();
         let origin = Origin::Generate(mechanism);
         let implied = |class| {
             [

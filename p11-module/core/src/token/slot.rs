@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use pkcs11_sys::*;
@@ -183,6 +184,8 @@ pub struct TokenState {
     /// numbers are never reused); a search drops them.
     session_handles: BTreeSet<CK_OBJECT_HANDLE>,
     unique_ids: UniqueIds,
+    /// `login == Login::So`, shared with `Token::so_logged_in`.
+    so_logged_in: Arc<AtomicBool>,
     token_handles: HashMap<ObjectId, CK_OBJECT_HANDLE>,
     /// Open sessions of this application on the token.
     pub sessions: usize,
@@ -201,6 +204,7 @@ pub struct Token {
     /// Held through a whole PIN check. A check counts a failure before its KDF runs and
     /// clears it after, so concurrent checks of the right PIN would add up to a lock-out.
     pin_check: std::sync::Mutex<()>,
+    so_logged_in: Arc<AtomicBool>,
 }
 
 impl Token {
@@ -216,6 +220,7 @@ impl Token {
     /// A token over an opened store.
     pub fn with_store(path: PathBuf, store: Box<dyn Storage>) -> Result<Self> {
         let store: Box<dyn Storage> = Box::new(Gated(store));
+        let so_logged_in = Arc::new(AtomicBool::new(false));
         let record = store.token()?;
         let generation = store.generation()?;
         Ok(Self {
@@ -232,11 +237,13 @@ impl Token {
                 handles: HashMap::new(),
                 session_handles: BTreeSet::new(),
                 unique_ids: UniqueIds::new()?,
+                so_logged_in: Arc::clone(&so_logged_in),
                 token_handles: HashMap::new(),
                 sessions: 0,
                 rw_sessions: 0,
             }),
             pin_check: std::sync::Mutex::new(()),
+            so_logged_in,
         })
     }
 
@@ -247,6 +254,14 @@ impl Token {
             .lock()
             .map_err(|_| Error::General("token state poisoned by an earlier panic".into()))?;
         Ok(StateGuard { state })
+    }
+
+    /// Whether the SO is logged in, read without the token's lock (set under it): for
+    /// calls that only need to know before they build an object, so a key generation
+    /// takes the lock once rather than twice. A login or logout racing the call orders
+    /// before or after it, as it would with the lock.
+    pub fn so_logged_in(&self) -> bool {
+        self.so_logged_in.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Take the token's PIN-check turn: one PIN check of this process at a time.
@@ -365,6 +380,8 @@ impl TokenState {
         self.object_key = Some(master.object_key()?);
         self.master = Some(master.clone());
         self.login = login;
+        self.so_logged_in
+            .store(login == Login::So, std::sync::atomic::Ordering::Release);
         // Cached objects were loaded without secrets; reload them with.
         self.cache.clear();
         Ok(())
@@ -442,6 +459,8 @@ impl TokenState {
 
     fn forget_login(&mut self) {
         self.login = Login::Public;
+        self.so_logged_in
+            .store(false, std::sync::atomic::Ordering::Release);
         self.master = None;
         self.object_key = None;
         self.cache.clear();
