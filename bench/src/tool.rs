@@ -380,7 +380,9 @@ pub fn bare(
             .map_err(err)?;
         if verify {
             let zero = [0u8; 16];
-            let here = source.encrypt(&Mechanism::AesEcb, key, &zero).map_err(err)?;
+            let here = source
+                .encrypt(&Mechanism::AesEcb, key, &zero)
+                .map_err(err)?;
             let there = destination
                 .encrypt(&Mechanism::AesEcb, copy, &zero)
                 .map_err(err)?;

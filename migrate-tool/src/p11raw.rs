@@ -616,27 +616,26 @@ impl RawModule {
     ) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Read)>, RawError> {
         let alone = |kind: CK_ATTRIBUTE_TYPE| Ok((kind, self.attribute(session, object, kind)?));
         let call = self.attribute_getter(session, object)?;
-        let mut buffers: Vec<Vec<u8>> = kinds
-            .iter()
-            .map(|kind| {
-                if TEMPLATE_ATTRIBUTES.contains(kind) {
-                    Vec::new()
-                } else {
-                    vec![0u8; ATTRIBUTE_ROOM]
-                }
-            })
-            .collect();
+        // One scratch area for the call, a slot per attribute; each value is copied out at
+        // its length, so what is kept holds no slack.
+        let mut scratch = vec![0u8; kinds.len() * ATTRIBUTE_ROOM];
         let mut batch: Vec<CK_ATTRIBUTE> = kinds
             .iter()
-            .zip(buffers.iter_mut())
-            .map(|(&kind, buffer)| CK_ATTRIBUTE {
-                type_: kind,
-                pValue: if buffer.is_empty() {
-                    ptr::null_mut()
+            .zip(scratch.chunks_exact_mut(ATTRIBUTE_ROOM))
+            .map(|(&kind, slot)| {
+                if TEMPLATE_ATTRIBUTES.contains(&kind) {
+                    CK_ATTRIBUTE {
+                        type_: kind,
+                        pValue: ptr::null_mut(),
+                        ulValueLen: 0,
+                    }
                 } else {
-                    buffer.as_mut_ptr().cast()
-                },
-                ulValueLen: ulong(buffer.len()),
+                    CK_ATTRIBUTE {
+                        type_: kind,
+                        pValue: slot.as_mut_ptr().cast(),
+                        ulValueLen: ulong(slot.len()),
+                    }
+                }
             })
             .collect();
         if !matches!(
@@ -648,8 +647,8 @@ impl RawModule {
         kinds
             .iter()
             .zip(batch)
-            .zip(buffers)
-            .map(|((&kind, attribute), mut buffer)| {
+            .zip(scratch.chunks_exact(ATTRIBUTE_ROOM))
+            .map(|((&kind, attribute), slot)| {
                 let len = usize::try_from(attribute.ulValueLen).unwrap_or(usize::MAX);
                 if attribute.ulValueLen == CK_UNAVAILABLE_INFORMATION {
                     if FIXED_SIZE_PUBLIC.contains(&kind) {
@@ -665,9 +664,8 @@ impl RawModule {
                     } else {
                         alone(kind)
                     }
-                } else if len <= buffer.len() {
-                    buffer.truncate(len);
-                    Ok((kind, Read::Value(RawValue::Bytes(buffer))))
+                } else if let Some(value) = slot.get(..len) {
+                    Ok((kind, Read::Value(RawValue::Bytes(value.to_vec()))))
                 } else {
                     alone(kind)
                 }
@@ -719,9 +717,8 @@ impl RawModule {
                     if attempt[0].ulValueLen == CK_UNAVAILABLE_INFORMATION {
                         return Ok(Read::Absent);
                     }
-                    if len <= value.len() {
-                        value.truncate(len);
-                        return Ok(Read::Value(RawValue::Bytes(value)));
+                    if let Some(value) = value.get(..len) {
+                        return Ok(Read::Value(RawValue::Bytes(value.to_vec())));
                     }
                 }
                 CKR_ATTRIBUTE_SENSITIVE => return Ok(Read::Sensitive),
