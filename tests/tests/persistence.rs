@@ -4,9 +4,10 @@
 
 use std::collections::BTreeSet;
 
+use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
-use keyferry_tests::{fresh_token, user_session, worker, Module};
+use keyferry_tests::{fresh_token, rv, user_session, worker, Module};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_kf-worker");
 
@@ -109,4 +110,50 @@ fn two_processes_creating_200_objects_each_lose_nothing() {
         400,
         "every object has its own CKA_UNIQUE_ID"
     );
+}
+
+/// The module keeps a token's objects cached and checks the store for other processes'
+/// commits before each use (one read of SQLite's WAL-index header, a `data_version` query
+/// when it moved): a change or a destruction made elsewhere is seen at the very next call,
+/// each time, after any number of uses without one.
+#[test]
+fn a_token_key_changed_or_destroyed_by_another_process_is_seen_at_its_next_use() {
+    let (slot, token) = fresh_token(Module::Keyferry, "seen");
+    let session = user_session(Module::Keyferry, slot);
+    let key = session
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(true),
+                Attribute::Label(b"shared".to_vec()),
+                Attribute::ValueLen(32.into()),
+                Attribute::Encrypt(true),
+            ],
+        )
+        .unwrap();
+    let encrypt = || session.encrypt(&Mechanism::AesEcb, key, &[0u8; 16]);
+    let elsewhere = |args: &[&str]| worker(WORKER, args, &[]).trim().to_owned();
+    for round in 0..3 {
+        for _ in 0..3 {
+            encrypt().unwrap();
+        }
+        assert_eq!(
+            elsewhere(&["set-encrypt", &token, "shared", "false"]),
+            "CKR_OK"
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                rv(encrypt()),
+                RvError::KeyFunctionNotPermitted,
+                "round {round}: CKA_ENCRYPT cleared by another process"
+            );
+        }
+        assert_eq!(
+            elsewhere(&["set-encrypt", &token, "shared", "true"]),
+            "CKR_OK"
+        );
+    }
+    encrypt().unwrap();
+    assert_eq!(elsewhere(&["destroy", &token, "shared"]), "CKR_OK");
+    assert_eq!(rv(encrypt()), RvError::KeyHandleInvalid);
 }

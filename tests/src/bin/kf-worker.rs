@@ -161,9 +161,45 @@ fn main() {
                 Err(err) => println!("{:?}", rv::<()>(Err(err))),
             }
         }
+        ["set-encrypt", token, label, value] => {
+            let (session, key) = secret_key(&pkcs11, token, label, &user_pin);
+            match session.update_attributes(key, &[Attribute::Encrypt(*value == "true")]) {
+                Ok(()) => println!("CKR_OK"),
+                Err(err) => println!("{:?}", rv::<()>(Err(err))),
+            }
+        }
+        ["destroy", token, label] => {
+            let (session, key) = secret_key(&pkcs11, token, label, &user_pin);
+            match session.destroy_object(key) {
+                Ok(()) => println!("CKR_OK"),
+                Err(err) => println!("{:?}", rv::<()>(Err(err))),
+            }
+        }
         _ => {
-            eprintln!("usage: kf-worker create TOKEN PREFIX COUNT | list TOKEN data|keys | login TOKEN | so-login TOKEN | flags TOKEN | timing TOKEN LABEL | slots | token-info SLOT_ID | encrypt TOKEN");
+            eprintln!("usage: kf-worker create TOKEN PREFIX COUNT | list TOKEN data|keys | login TOKEN | so-login TOKEN | flags TOKEN | timing TOKEN LABEL | slots | token-info SLOT_ID | encrypt TOKEN | set-encrypt TOKEN LABEL true|false | destroy TOKEN LABEL");
             std::process::exit(2);
         }
     }
+}
+
+/// A logged-in read/write session on `token` and its secret key labelled `label`.
+fn secret_key(
+    pkcs11: &cryptoki::context::Pkcs11,
+    token: &str,
+    label: &str,
+    user_pin: &str,
+) -> (cryptoki::session::Session, cryptoki::object::ObjectHandle) {
+    let session = pkcs11
+        .open_rw_session(slot_labelled(pkcs11, token))
+        .unwrap();
+    session.login(UserType::User, Some(&pin(user_pin))).unwrap();
+    let key = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .unwrap()
+        .pop()
+        .expect("the key");
+    (session, key)
 }
