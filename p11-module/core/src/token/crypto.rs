@@ -176,6 +176,9 @@ fn ends(part: Part, result: &Result<Output>) -> bool {
     }
 }
 
+/// One object looked up by handle, or why not.
+type Lookup = Result<Arc<Object>>;
+
 impl Module {
     /// The object behind a handle, with `invalid` as the code for a bad handle.
     pub(super) fn object_as(
@@ -211,7 +214,7 @@ impl Module {
         session: &Session,
         (first, first_invalid): (CK_OBJECT_HANDLE, Error),
         (second, second_invalid): (CK_OBJECT_HANDLE, Error),
-    ) -> Result<(Result<Arc<Object>>, Result<Arc<Object>>)> {
+    ) -> Result<(Lookup, Lookup)> {
         let mut state = session.token.lock()?;
         state.refresh_for_all(&[first, second])?;
         let mut lookup = |handle, invalid| {
