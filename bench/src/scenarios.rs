@@ -229,9 +229,12 @@ pub fn run(module: &Path, options: &WorkerOptions) -> Result<Vec<Figure>, String
     Ok(figures)
 }
 
+/// Rounds of one thread then two, for the median ratio.
+const ROUNDS: usize = 5;
+
 /// Small operations on one thread and on two, each with a session of its own, each run
 /// for `window` after a warm-up: the throughput of two over that of one, the median of
-/// three rounds (a shared machine's hiccup costs one round, not the figure).
+/// `ROUNDS` rounds (a shared machine's hiccups cost a round or two, not the figure).
 fn two_threads(
     pkcs11: &Pkcs11,
     slot: Slot,
@@ -293,9 +296,9 @@ fn two_threads(
                 Ok((done as f64 / window.as_secs_f64(), done))
             })
         };
-        let mut ratios = Vec::with_capacity(3);
+        let mut ratios = Vec::with_capacity(ROUNDS);
         let mut ops_done = 0;
-        for _ in 0..3 {
+        for _ in 0..ROUNDS {
             let (one, _) = rate(1)?;
             let (two, done) = rate(2)?;
             ratios.push(two / one);

@@ -638,7 +638,11 @@ impl Module {
         if !object.flag(CKA_DESTROYABLE) {
             return Err(Error::ActionProhibited);
         }
-        state.destroy_object(target)
+        let destroyed = state.destroy_object(target);
+        // `object` holds the last reference now: its secret is wiped and freed after the
+        // lock is let go, not while other threads wait for it.
+        drop(state);
+        destroyed
     }
 
     /// The object behind a handle, as this session may see it (`C_GetAttributeValue`,
