@@ -1,7 +1,7 @@
 //! One initialised token: its store, its login state (shared by all of the application's
 //! sessions, PKCS#11 3.0 §5.6), its object cache and the handles this process gave out.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -29,6 +29,49 @@ pub enum Login {
     User,
     /// The security officer.
     So,
+}
+
+/// The handles this process gave out on a token, session objects apart from token
+/// objects: a session key is found in a small table (in handle order, for searches)
+/// however many token objects the process has touched, which keeps an operation on it
+/// from growing with the token (a 100 000-entry table is a cache miss or two per lookup).
+#[derive(Default)]
+struct Handles {
+    session: BTreeMap<CK_OBJECT_HANDLE, Handle>,
+    token: HashMap<CK_OBJECT_HANDLE, Handle>,
+}
+
+impl Handles {
+    fn get(&self, handle: &CK_OBJECT_HANDLE) -> Option<&Handle> {
+        self.session.get(handle).or_else(|| self.token.get(handle))
+    }
+
+    fn contains_key(&self, handle: &CK_OBJECT_HANDLE) -> bool {
+        self.get(handle).is_some()
+    }
+
+    fn insert(&mut self, number: CK_OBJECT_HANDLE, handle: Handle) {
+        match handle {
+            Handle::Session { .. } => self.session.insert(number, handle),
+            Handle::Token { .. } => self.token.insert(number, handle),
+        };
+    }
+
+    fn remove(&mut self, handle: &CK_OBJECT_HANDLE) -> Option<Handle> {
+        self.session
+            .remove(handle)
+            .or_else(|| self.token.remove(handle))
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&CK_OBJECT_HANDLE, &mut Handle) -> bool) {
+        self.session.retain(&mut keep);
+        self.token.retain(keep);
+    }
+
+    fn clear(&mut self) {
+        self.session.clear();
+        self.token.clear();
+    }
 }
 
 /// An object a handle points at.
@@ -178,11 +221,7 @@ pub struct TokenState {
     master: Option<Key256>,
     object_key: Option<Key256>,
     cache: HashMap<ObjectId, Arc<Object>>,
-    handles: HashMap<CK_OBJECT_HANDLE, Handle>,
-    /// The handles of session objects, in order, so a search need not walk every token
-    /// handle this process was given. May hold handles since gone from `handles` (handle
-    /// numbers are never reused); a search drops them.
-    session_handles: BTreeSet<CK_OBJECT_HANDLE>,
+    handles: Handles,
     unique_ids: UniqueIds,
     /// `login == Login::So`, shared with `Token::so_logged_in`.
     so_logged_in: Arc<AtomicBool>,
@@ -234,8 +273,7 @@ impl Token {
                 master: None,
                 object_key: None,
                 cache: HashMap::new(),
-                handles: HashMap::new(),
-                session_handles: BTreeSet::new(),
+                handles: Handles::default(),
                 unique_ids: UniqueIds::new()?,
                 so_logged_in: Arc::clone(&so_logged_in),
                 token_handles: HashMap::new(),
@@ -477,7 +515,6 @@ impl TokenState {
         self.record = record;
         self.forget_login();
         self.handles.clear();
-        self.session_handles.clear();
         self.token_handles.clear();
         self.generation = self.store.generation()?;
         Ok(())
@@ -644,7 +681,6 @@ impl TokenState {
         }
         if !object.is_token() {
             let handle = next_handle();
-            self.session_handles.insert(handle);
             self.handles.insert(
                 handle,
                 Handle::Session {
@@ -736,9 +772,7 @@ impl TokenState {
     /// Destroy the object behind a handle.
     pub fn destroy_object(&mut self, handle: CK_OBJECT_HANDLE) -> Result<()> {
         match self.handles.get(&handle).cloned() {
-            Some(Handle::Session { .. }) => {
-                self.session_handles.remove(&handle);
-            }
+            Some(Handle::Session { .. }) => {}
             // Deleted first: if the store fails, the object and its handle both remain.
             Some(Handle::Token { id, .. }) => {
                 let existed = self.store.delete(id)?;
@@ -802,18 +836,17 @@ impl TokenState {
                 }
             }
         }
-        let handles = &self.handles;
-        self.session_handles
-            .retain(|handle| matches!(handles.get(handle), Some(Handle::Session { .. })));
         found.extend(
-            self.session_handles
+            self.handles
+                .session
                 .iter()
-                .filter(|handle| match self.handles.get(handle) {
-                    Some(Handle::Session { object, .. }) => {
+                .filter(|(_, handle)| match handle {
+                    Handle::Session { object, .. } => {
                         self.visible(object) && object.matches(template)
                     }
-                    _ => false,
-                }),
+                    Handle::Token { .. } => false,
+                })
+                .map(|(handle, _)| *handle),
         );
         Ok(found)
     }
