@@ -28,3 +28,47 @@ fn logout_ends_every_cryptographic_operation_of_the_application() {
         );
     }
 }
+
+/// A session keeps a copy of the session key it keeps using, so that using it again takes
+/// no shared lock; any change another session makes to the key, its destruction and a
+/// logout must still be seen at the very next use.
+#[test]
+fn a_key_a_session_keeps_using_follows_changes_made_by_other_sessions() {
+    let (slot, _) = fresh_token(Module::Keyferry, "kept-key");
+    let user = user_session(Module::Keyferry, slot);
+    let other = Module::Keyferry.pkcs11().open_rw_session(slot).unwrap();
+    let template = |private: bool| {
+        vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Value(vec![9; 16]),
+            Attribute::Encrypt(true),
+            Attribute::Private(private),
+        ]
+    };
+    let key = user.create_object(&template(false)).unwrap();
+    let encrypt = |key| user.encrypt(&Mechanism::AesEcb, key, &[0u8; 16]);
+    let used = || {
+        for _ in 0..3 {
+            encrypt(key).unwrap();
+        }
+    };
+    used();
+    other
+        .update_attributes(key, &[Attribute::Encrypt(false)])
+        .unwrap();
+    assert_eq!(rv(encrypt(key)), RvError::KeyFunctionNotPermitted);
+    other
+        .update_attributes(key, &[Attribute::Encrypt(true)])
+        .unwrap();
+    used();
+    other.destroy_object(key).unwrap();
+    assert_eq!(rv(encrypt(key)), RvError::KeyHandleInvalid);
+
+    let private = user.create_object(&template(true)).unwrap();
+    for _ in 0..3 {
+        encrypt(private).unwrap();
+    }
+    other.logout().unwrap();
+    assert_eq!(rv(encrypt(private)), RvError::KeyHandleInvalid);
+}

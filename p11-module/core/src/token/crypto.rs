@@ -187,8 +187,20 @@ impl Module {
         handle: CK_OBJECT_HANDLE,
         invalid: Error,
     ) -> Result<Arc<Object>> {
-        self.object_and_login(session, handle, invalid)
-            .map(|(object, _)| object)
+        if let Some(object) = session.kept_key(handle) {
+            return Ok(object);
+        }
+        let mut state = session.token.lock()?;
+        state.refresh_for(handle)?;
+        let object = state.object(handle).map_err(|err| match err {
+            Error::ObjectHandleInvalid => invalid,
+            other => other,
+        })?;
+        if let Some(epoch) = state.session_object_epoch(handle) {
+            drop(state);
+            session.used_key(handle, epoch, &object);
+        }
+        Ok(object)
     }
 
     /// `object_as`, and who is logged in, under one lock.

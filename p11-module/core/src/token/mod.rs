@@ -529,6 +529,7 @@ impl Module {
             .matching(|other| Arc::ptr_eq(&other.token, &session.token))?;
         for other in sessions {
             other.operations()?.end_crypto();
+            other.forget_key();
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::mech::cipher::{Cipher, Direction};
 use crate::mech::digest::Hash;
 use crate::mech::sign::Signer;
+use crate::token::object::Object;
 use crate::token::slot::Token;
 
 /// An object search in progress (`C_FindObjectsInit` … `C_FindObjectsFinal`).
@@ -97,6 +98,18 @@ pub struct Session {
     /// close cannot log in or add an object on its behalf afterwards.
     pub closed: AtomicBool,
     operations: Mutex<Operations>,
+    /// The session key this session used last and, once it was used twice in a row, a
+    /// copy of its own with the token's epoch it was taken at: using it again needs
+    /// neither the token's lock nor a write to a reference count another thread's session
+    /// shares. (Only twice in a row, so alternating keys do not copy on every call.)
+    last_key: Mutex<LastKey>,
+}
+
+/// What `Session::last_key` holds.
+#[derive(Default)]
+struct LastKey {
+    handle: Option<CK_OBJECT_HANDLE>,
+    kept: Option<(u64, Arc<Object>)>,
 }
 
 impl Session {
@@ -108,6 +121,7 @@ impl Session {
             rw,
             closed: AtomicBool::new(false),
             operations: Mutex::new(Operations::default()),
+            last_key: Mutex::new(LastKey::default()),
         }
     }
 
@@ -116,6 +130,40 @@ impl Session {
         self.operations
             .lock()
             .map_err(|_| Error::General("session state poisoned by an earlier panic".into()))
+    }
+
+    /// The kept copy of `handle`, while nothing changed on the token since it was kept. A
+    /// copy found stale is wiped here.
+    pub fn kept_key(&self, handle: CK_OBJECT_HANDLE) -> Option<Arc<Object>> {
+        let mut last = self.last_key.lock().ok()?;
+        let current = self.token.epoch();
+        if last
+            .kept
+            .as_ref()
+            .is_some_and(|(epoch, _)| *epoch != current)
+        {
+            last.kept = None;
+        }
+        if last.handle != Some(handle) {
+            return None;
+        }
+        last.kept.as_ref().map(|(_, object)| Arc::clone(object))
+    }
+
+    /// Session object `handle` was just read at `epoch`: note it, and keep a copy of it
+    /// when it is the key used the time before too.
+    pub fn used_key(&self, handle: CK_OBJECT_HANDLE, epoch: u64, object: &Object) {
+        if let Ok(mut last) = self.last_key.lock() {
+            last.kept = (last.handle == Some(handle)).then(|| (epoch, Arc::new(object.clone())));
+            last.handle = Some(handle);
+        }
+    }
+
+    /// Wipe the kept copy (at logout: no secret outlives the login).
+    pub fn forget_key(&self) {
+        if let Ok(mut last) = self.last_key.lock() {
+            *last = LastKey::default();
+        }
     }
 
     /// Refuse a session that closed meanwhile; call with the token's lock held.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 use pkcs11_sys::*;
@@ -35,13 +35,28 @@ pub enum Login {
 /// objects: a session key is found in a small table (in handle order, for searches)
 /// however many token objects the process has touched, which keeps an operation on it
 /// from growing with the token (a 100 000-entry table is a cache miss or two per lookup).
-#[derive(Default)]
 struct Handles {
     session: BTreeMap<CK_OBJECT_HANDLE, Handle>,
     token: HashMap<CK_OBJECT_HANDLE, Handle>,
+    /// Moves whenever a handle goes or points at another object, and at every login and
+    /// logout; shared with `Token::epoch`: a session's copy of a key it used last stays
+    /// good while it holds.
+    epoch: Arc<AtomicU64>,
 }
 
 impl Handles {
+    fn new(epoch: Arc<AtomicU64>) -> Self {
+        Self {
+            session: BTreeMap::new(),
+            token: HashMap::new(),
+            epoch,
+        }
+    }
+
+    fn changed(&self) {
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+
     fn get(&self, handle: &CK_OBJECT_HANDLE) -> Option<&Handle> {
         self.session.get(handle).or_else(|| self.token.get(handle))
     }
@@ -51,24 +66,31 @@ impl Handles {
     }
 
     fn insert(&mut self, number: CK_OBJECT_HANDLE, handle: Handle) {
-        match handle {
+        let replaced = match handle {
             Handle::Session { .. } => self.session.insert(number, handle),
             Handle::Token { .. } => self.token.insert(number, handle),
         };
+        // A new handle changes nothing a session kept; a replaced object does.
+        if replaced.is_some() {
+            self.changed();
+        }
     }
 
     fn remove(&mut self, handle: &CK_OBJECT_HANDLE) -> Option<Handle> {
+        self.changed();
         self.session
             .remove(handle)
             .or_else(|| self.token.remove(handle))
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&CK_OBJECT_HANDLE, &mut Handle) -> bool) {
+        self.changed();
         self.session.retain(&mut keep);
         self.token.retain(keep);
     }
 
     fn clear(&mut self) {
+        self.changed();
         self.session.clear();
         self.token.clear();
     }
@@ -244,6 +266,7 @@ pub struct Token {
     /// clears it after, so concurrent checks of the right PIN would add up to a lock-out.
     pin_check: std::sync::Mutex<()>,
     so_logged_in: Arc<AtomicBool>,
+    epoch: Arc<AtomicU64>,
 }
 
 impl Token {
@@ -260,6 +283,7 @@ impl Token {
     pub fn with_store(path: PathBuf, store: Box<dyn Storage>) -> Result<Self> {
         let store: Box<dyn Storage> = Box::new(Gated(store));
         let so_logged_in = Arc::new(AtomicBool::new(false));
+        let epoch = Arc::new(AtomicU64::new(0));
         let record = store.token()?;
         let generation = store.generation()?;
         Ok(Self {
@@ -273,7 +297,7 @@ impl Token {
                 master: None,
                 object_key: None,
                 cache: HashMap::new(),
-                handles: Handles::default(),
+                handles: Handles::new(Arc::clone(&epoch)),
                 unique_ids: UniqueIds::new()?,
                 so_logged_in: Arc::clone(&so_logged_in),
                 token_handles: HashMap::new(),
@@ -282,6 +306,7 @@ impl Token {
             }),
             pin_check: std::sync::Mutex::new(()),
             so_logged_in,
+            epoch,
         })
     }
 
@@ -300,6 +325,12 @@ impl Token {
     /// before or after it, as it would with the lock.
     pub fn so_logged_in(&self) -> bool {
         self.so_logged_in.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Where the token's handles and login stand (see `Handles::epoch`); read without the
+    /// lock, compared with the value read under it when a session kept a key.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// Take the token's PIN-check turn: one PIN check of this process at a time.
@@ -420,6 +451,7 @@ impl TokenState {
         self.login = login;
         self.so_logged_in
             .store(login == Login::So, std::sync::atomic::Ordering::Release);
+        self.handles.changed();
         // Cached objects were loaded without secrets; reload them with.
         self.cache.clear();
         Ok(())
@@ -499,6 +531,7 @@ impl TokenState {
         self.login = Login::Public;
         self.so_logged_in
             .store(false, std::sync::atomic::Ordering::Release);
+        self.handles.changed();
         self.master = None;
         self.object_key = None;
         self.cache.clear();
@@ -722,6 +755,14 @@ impl TokenState {
             self.refresh()?;
         }
         Ok(())
+    }
+
+    /// Whether a handle names a session object, and the handles' epoch now.
+    pub fn session_object_epoch(&self, handle: CK_OBJECT_HANDLE) -> Option<u64> {
+        self.handles
+            .session
+            .contains_key(&handle)
+            .then(|| self.handles.epoch.load(Ordering::Acquire))
     }
 
     /// The object behind a handle, if this session may see it.
