@@ -288,8 +288,9 @@ macro_rules! function {
 }
 
 /// The output buffer a one-call attempt starts with: more than any secret key's wrapped
-/// blob or check value, and an RSA-4096 private key's PKCS#8 wrap.
-const ROOMY_OUTPUT: usize = 4096;
+/// blob or check value. A private key's PKCS#8 wrap (1.2 KiB for RSA-2048) takes the
+/// length query after CKR_BUFFER_TOO_SMALL, as every call did before.
+const ROOMY_OUTPUT: usize = 1024;
 
 /// Attributes whose value is a CK_BBOOL or a CK_ULONG: no token hides them as sensitive
 /// and none outgrows a buffer, so unavailable in a batch can only mean absent.
@@ -378,58 +379,34 @@ impl RawModule {
         let wrap = function!(self, C_WrapKey);
         let mut public = Vec::new();
         let (mut c_mechanism, _storage) = mechanism.to_c(&mut public);
-        // First into a buffer that holds any secret key's blob and most private keys'
-        // (PKCS#11 3.0 §5.2: a short buffer gives CKR_BUFFER_TOO_SMALL and the length),
-        // so most keys need one call, not a length query and then the call.
+        let mut call = |out: *mut u8, len: &mut CK_ULONG| {
+            // SAFETY: the mechanism and its parameters live in `c_mechanism`/`_storage`/
+            // `public` for the call; every caller below passes NULL (a length query) or a
+            // buffer valid for `*len` bytes.
+            unsafe {
+                wrap(
+                    session.handle(),
+                    &mut c_mechanism,
+                    wrapping_key.handle(),
+                    key.handle(),
+                    out,
+                    len,
+                )
+            }
+        };
+        // First into a buffer that holds any secret key's blob, so those need one call, not
+        // a length query and then the call; a short buffer (PKCS#11 3.0 §5.2:
+        // CKR_BUFFER_TOO_SMALL) falls back to asking the length.
         let mut blob = vec![0u8; ROOMY_OUTPUT];
         let mut len = ulong(blob.len());
-        // SAFETY: as below; `blob` is valid for `len` bytes.
-        let rv = unsafe {
-            wrap(
-                session.handle(),
-                &mut c_mechanism,
-                wrapping_key.handle(),
-                key.handle(),
-                blob.as_mut_ptr(),
-                &mut len,
-            )
-        };
-        if rv == CKR_OK {
-            blob.truncate(usize::try_from(len).unwrap_or(0));
-            return Ok(blob);
+        let mut rv = call(blob.as_mut_ptr(), &mut len);
+        if rv == CKR_BUFFER_TOO_SMALL {
+            rv = call(ptr::null_mut(), &mut len);
+            if rv == CKR_OK {
+                blob = vec![0u8; usize::try_from(len).unwrap_or(0)];
+                rv = call(blob.as_mut_ptr(), &mut len);
+            }
         }
-        if rv != CKR_BUFFER_TOO_SMALL {
-            return Err(RawError {
-                function: "C_WrapKey",
-                rv,
-            });
-        }
-        let mut len: CK_ULONG = 0;
-        // SAFETY: the mechanism and its parameters live in `c_mechanism`/`_storage`/`public`
-        // for the call; a NULL output with a valid length pointer is a length query.
-        let rv = unsafe {
-            wrap(
-                session.handle(),
-                &mut c_mechanism,
-                wrapping_key.handle(),
-                key.handle(),
-                ptr::null_mut(),
-                &mut len,
-            )
-        };
-        check("C_WrapKey", rv)?;
-        let mut blob = vec![0u8; usize::try_from(len).unwrap_or(0)];
-        // SAFETY: `blob` is valid for `len` bytes.
-        let rv = unsafe {
-            wrap(
-                session.handle(),
-                &mut c_mechanism,
-                wrapping_key.handle(),
-                key.handle(),
-                blob.as_mut_ptr(),
-                &mut len,
-            )
-        };
         check("C_WrapKey", rv)?;
         blob.truncate(usize::try_from(len).unwrap_or(0));
         Ok(blob)

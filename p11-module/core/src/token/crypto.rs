@@ -13,7 +13,7 @@ use crate::mech::{self, Mechanism};
 use crate::token::Module;
 use crate::token::object::Object;
 use crate::token::session::{Active, Session};
-use crate::token::slot::Login;
+use crate::token::slot::{Login, TokenState};
 
 /// What an output-producing call yields, for the C shell to report.
 pub enum Output {
@@ -179,6 +179,14 @@ fn ends(part: Part, result: &Result<Output>) -> bool {
 /// One object looked up by handle, or why not.
 type Lookup = Result<Arc<Object>>;
 
+/// `state.object(handle)`, with `invalid` as the code for a handle that names nothing.
+fn object_or(state: &mut TokenState, handle: CK_OBJECT_HANDLE, invalid: Error) -> Lookup {
+    state.object(handle).map_err(|err| match err {
+        Error::ObjectHandleInvalid => invalid,
+        other => other,
+    })
+}
+
 impl Module {
     /// The object behind a handle, with `invalid` as the code for a bad handle.
     pub(super) fn object_as(
@@ -192,10 +200,7 @@ impl Module {
         }
         let mut state = session.token.lock()?;
         state.refresh_for(handle)?;
-        let object = state.object(handle).map_err(|err| match err {
-            Error::ObjectHandleInvalid => invalid,
-            other => other,
-        })?;
+        let object = object_or(&mut state, handle, invalid)?;
         if let Some(epoch) = state.session_object_epoch(handle) {
             drop(state);
             session.used_key(handle, epoch, &object);
@@ -212,10 +217,7 @@ impl Module {
     ) -> Result<(Arc<Object>, Login)> {
         let mut state = session.token.lock()?;
         state.refresh_for(handle)?;
-        let object = state.object(handle).map_err(|err| match err {
-            Error::ObjectHandleInvalid => invalid,
-            other => other,
-        })?;
+        let object = object_or(&mut state, handle, invalid)?;
         Ok((object, state.login))
     }
 
@@ -229,14 +231,8 @@ impl Module {
     ) -> Result<(Lookup, Lookup)> {
         let mut state = session.token.lock()?;
         state.refresh_for_all(&[first, second])?;
-        let mut lookup = |handle, invalid| {
-            state.object(handle).map_err(|err| match err {
-                Error::ObjectHandleInvalid => invalid,
-                other => other,
-            })
-        };
-        let first = lookup(first, first_invalid);
-        let second = lookup(second, second_invalid);
+        let first = object_or(&mut state, first, first_invalid);
+        let second = object_or(&mut state, second, second_invalid);
         Ok((first, second))
     }
 
