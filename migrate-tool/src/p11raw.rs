@@ -444,31 +444,26 @@ impl RawModule {
         })?;
         // C_Encrypt and C_Sign take the input as a non-const pointer they only read.
         let mut input = data.to_vec();
-        let mut output = vec![0u8; data.len() + ROOMY_OUTPUT];
-        let mut len = ulong(output.len());
-        // SAFETY: `input` and `output` are valid for their lengths for the call.
-        let mut rv = unsafe {
-            call(
-                session.handle(),
-                input.as_mut_ptr(),
-                ulong(input.len()),
-                output.as_mut_ptr(),
-                &mut len,
-            )
-        };
-        if rv == CKR_BUFFER_TOO_SMALL {
-            // The operation stays active and `len` says how much is needed (§5.2).
-            output = vec![0u8; usize::try_from(len).unwrap_or(0)];
-            // SAFETY: as above, with the larger buffer.
-            rv = unsafe {
+        let mut once = |output: &mut Vec<u8>, len: &mut CK_ULONG| {
+            // SAFETY: `input` is valid for its length and `output` for `*len` bytes (every
+            // caller below passes its length) for the call.
+            unsafe {
                 call(
                     session.handle(),
                     input.as_mut_ptr(),
                     ulong(input.len()),
                     output.as_mut_ptr(),
-                    &mut len,
+                    len,
                 )
-            };
+            }
+        };
+        let mut output = vec![0u8; data.len() + ROOMY_OUTPUT];
+        let mut len = ulong(output.len());
+        let mut rv = once(&mut output, &mut len);
+        if rv == CKR_BUFFER_TOO_SMALL {
+            // The operation stays active and `len` says how much is needed (§5.2).
+            output = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            rv = once(&mut output, &mut len);
         }
         check(call_name, rv)?;
         output.truncate(usize::try_from(len).unwrap_or(0));
