@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::store::{
     KdfParams, ObjectId, PinRecord, Query, Role, Storage, StorageError, StoredObject, TokenRecord,
@@ -85,6 +85,12 @@ impl WalWatch {
         let (first, second) = header.split_at(WAL_INDEX_HEADER / 2);
         // Byte 12 of a WalIndexHdr is isInit.
         (first == second && first[12] != 0).then_some(header)
+    }
+
+    /// A header's change counter (`iChange`, the third native-endian u32 of a
+    /// WalIndexHdr): every commit and every restart of the WAL adds one.
+    fn change_counter(header: &[u8; WAL_INDEX_HEADER]) -> u32 {
+        u32::from_ne_bytes([header[8], header[9], header[10], header[11]])
     }
 }
 
@@ -243,6 +249,36 @@ impl SqliteStore {
                 })
             }),
         })
+    }
+
+    /// Runs one change in a transaction of its own. When this commit is the only one
+    /// between the header read before it and the one read after, the new header is noted
+    /// as seen with the `data_version` read inside the transaction (a connection's own
+    /// commits leave its `data_version` alone): otherwise the next `generation` would take
+    /// this commit for another connection's and pay the query it exists to avoid.
+    fn change<T>(
+        &mut self,
+        body: impl FnOnce(&Connection) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let Self { conn, wal, .. } = self;
+        let Some(watch) = wal else {
+            return body(conn);
+        };
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Under the write lock: no other connection can commit until ours is done.
+        let version: i64 = tx
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |row| row.get(0))?;
+        let before = watch.get_mut().header();
+        let done = body(&tx)?;
+        tx.commit()?;
+        let watch = watch.get_mut();
+        if let (Some(before), Some(after)) = (before, watch.header())
+            && WalWatch::change_counter(&after) == WalWatch::change_counter(&before).wrapping_add(1)
+        {
+            watch.seen = Some((after, version as u64));
+        }
+        Ok(done)
     }
 
     fn data_version(&self) -> Result<u64, StorageError> {
@@ -532,45 +568,49 @@ impl Storage for SqliteStore {
     }
 
     fn insert(&mut self, object: &StoredObject) -> Result<ObjectId, StorageError> {
-        let mut statement = self.conn.prepare_cached(
-            "INSERT INTO objects (unique_id, class, label, ckid, private, attrs, sealed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        statement.execute(params![
-            object.unique_id,
-            object.class as i64,
-            object.label,
-            object.ckid,
-            object.private,
-            object.attrs,
-            object.sealed,
-        ])?;
-        Ok(self.conn.last_insert_rowid())
+        self.change(|conn| {
+            let mut statement = conn.prepare_cached(
+                "INSERT INTO objects (unique_id, class, label, ckid, private, attrs, sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            statement.execute(params![
+                object.unique_id,
+                object.class as i64,
+                object.label,
+                object.ckid,
+                object.private,
+                object.attrs,
+                object.sealed,
+            ])?;
+            Ok(conn.last_insert_rowid())
+        })
     }
 
     fn update(&mut self, id: ObjectId, object: &StoredObject) -> Result<bool, StorageError> {
-        let mut statement = self.conn.prepare_cached(
-            "UPDATE objects SET unique_id = ?2, class = ?3, label = ?4, ckid = ?5, private = ?6,
-             attrs = ?7, sealed = ?8 WHERE id = ?1",
-        )?;
-        let changed = statement.execute(params![
-            id,
-            object.unique_id,
-            object.class as i64,
-            object.label,
-            object.ckid,
-            object.private,
-            object.attrs,
-            object.sealed,
-        ])?;
-        Ok(changed == 1)
+        self.change(|conn| {
+            let mut statement = conn.prepare_cached(
+                "UPDATE objects SET unique_id = ?2, class = ?3, label = ?4, ckid = ?5,
+                 private = ?6, attrs = ?7, sealed = ?8 WHERE id = ?1",
+            )?;
+            let changed = statement.execute(params![
+                id,
+                object.unique_id,
+                object.class as i64,
+                object.label,
+                object.ckid,
+                object.private,
+                object.attrs,
+                object.sealed,
+            ])?;
+            Ok(changed == 1)
+        })
     }
 
     fn delete(&mut self, id: ObjectId) -> Result<bool, StorageError> {
-        let mut statement = self
-            .conn
-            .prepare_cached("DELETE FROM objects WHERE id = ?1")?;
-        Ok(statement.execute([id])? == 1)
+        self.change(|conn| {
+            let mut statement = conn.prepare_cached("DELETE FROM objects WHERE id = ?1")?;
+            Ok(statement.execute([id])? == 1)
+        })
     }
 
     fn generation(&self) -> Result<u64, StorageError> {
@@ -719,6 +759,42 @@ mod tests {
             .expect("checkpointed");
         theirs.insert(&object("after")).expect("inserted");
         assert_ne!(ours.generation().expect("generation"), seen);
+    }
+
+    #[test]
+    fn our_own_commit_is_noted_as_seen_without_hiding_anothers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("n.kftoken");
+        let mut ours = SqliteStore::create(&path, &record()).expect("created");
+        let mut theirs = SqliteStore::open(&path).expect("opened twice");
+        let noted = |store: &SqliteStore| {
+            let watch = store.wal.as_ref().expect("WAL mode").borrow();
+            watch.header().is_some() && watch.seen.map(|(header, _)| header) == watch.header()
+        };
+        let mut last = ours.generation().expect("generation");
+        for round in 0..20 {
+            ours.insert(&object(&format!("a{round}")))
+                .expect("inserted");
+            assert!(noted(&ours), "round {round}: our commit was not noted");
+            assert_eq!(ours.generation().expect("generation"), last);
+            // Theirs before ours: our transaction reads the new data_version.
+            theirs
+                .insert(&object(&format!("b{round}")))
+                .expect("inserted");
+            ours.insert(&object(&format!("c{round}")))
+                .expect("inserted");
+            let seen = ours.generation().expect("generation");
+            assert_ne!(seen, last, "round {round}: a commit before ours was missed");
+            assert_eq!(seen, ours.data_version().expect("data_version"));
+            // Theirs after ours: the change counter moved twice, so SQLite is asked.
+            ours.insert(&object(&format!("d{round}")))
+                .expect("inserted");
+            theirs
+                .insert(&object(&format!("e{round}")))
+                .expect("inserted");
+            last = ours.generation().expect("generation");
+            assert_ne!(last, seen, "round {round}: a commit after ours was missed");
+        }
     }
 
     fn pin(kdf: KdfParams, byte: u8) -> PinRecord {
