@@ -110,41 +110,46 @@ const MAX_DEPTH: usize = 4;
 /// Encode attributes: per attribute a u64 type, a tag, a u32 length, then the body.
 /// Little-endian, so a token file reads the same on every host.
 pub fn encode(template: &[Attribute]) -> Vec<u8> {
+    encode_pairs(template.iter().map(|attr| (attr.kind, &attr.value)))
+}
+
+/// `encode` of attributes held elsewhere (an object's), without copying their values
+/// into a template first.
+pub fn encode_pairs<'a>(
+    pairs: impl Iterator<Item = (CK_ATTRIBUTE_TYPE, &'a Value)> + Clone,
+) -> Vec<u8> {
     // Sized up front: growing would leave copies of key material in freed memory.
-    let mut out = Vec::with_capacity(encoded_len(template));
-    encode_into(template, &mut out);
+    let mut out = Vec::with_capacity(pairs.clone().map(|(_, value)| 13 + value_len(value)).sum());
+    for (kind, value) in pairs {
+        encode_one(kind, value, &mut out);
+    }
     out
 }
 
-fn encoded_len(template: &[Attribute]) -> usize {
-    template
-        .iter()
-        .map(|attr| {
-            13 + match &attr.value {
-                Value::Bytes(bytes) => bytes.len(),
-                Value::Nested(inner) => encoded_len(inner),
-            }
-        })
-        .sum()
+fn value_len(value: &Value) -> usize {
+    match value {
+        Value::Bytes(bytes) => bytes.len(),
+        Value::Nested(inner) => inner.iter().map(|attr| 13 + value_len(&attr.value)).sum(),
+    }
 }
 
 #[allow(
     clippy::unnecessary_cast,
     reason = "CK_ULONG is u64 here but u32 on Windows; the cast keeps the code portable"
 )]
-fn encode_into(template: &[Attribute], out: &mut Vec<u8>) {
-    for attr in template {
-        out.extend_from_slice(&(attr.kind as u64).to_le_bytes());
-        match &attr.value {
-            Value::Bytes(bytes) => {
-                out.push(TAG_BYTES);
-                out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-                out.extend_from_slice(bytes);
-            }
-            Value::Nested(inner) => {
-                out.push(TAG_NESTED);
-                out.extend_from_slice(&(encoded_len(inner) as u32).to_le_bytes());
-                encode_into(inner, out);
+fn encode_one(kind: CK_ATTRIBUTE_TYPE, value: &Value, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(kind as u64).to_le_bytes());
+    match value {
+        Value::Bytes(bytes) => {
+            out.push(TAG_BYTES);
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+        Value::Nested(inner) => {
+            out.push(TAG_NESTED);
+            out.extend_from_slice(&(value_len(value) as u32).to_le_bytes());
+            for attr in inner {
+                encode_one(attr.kind, &attr.value, out);
             }
         }
     }
@@ -198,6 +203,29 @@ mod tests {
         let encoded = encode(&template);
         assert_eq!(encoded.len(), encoded.capacity());
         assert!(decode(&encoded) == Some(template));
+    }
+
+    /// The bytes every stored object's attributes and AAD are made of: changing them
+    /// would make every existing token unreadable.
+    #[test]
+    fn the_encoding_is_pinned_byte_for_byte() {
+        let template = vec![
+            Attribute::new(CKA_LABEL, Value::bytes(b"ab".to_vec())),
+            Attribute::new(
+                CKA_WRAP_TEMPLATE,
+                Value::Nested(vec![Attribute::new(CKA_SENSITIVE, Value::bool(true))]),
+            ),
+        ];
+        let pinned = hex_literal::hex!(
+            "0300000000000000 00 02000000 6162"
+            "1102004000000000 01 0e000000"
+            "0301000000000000 00 01000000 01"
+        );
+        assert_eq!(encode(&template), pinned);
+        assert_eq!(
+            encode_pairs(template.iter().map(|attr| (attr.kind, &attr.value))),
+            pinned
+        );
     }
 
     #[test]

@@ -371,7 +371,7 @@ impl Object {
     }
 
     /// Every attribute, in type order.
-    pub fn attributes(&self) -> impl Iterator<Item = (CK_ATTRIBUTE_TYPE, &Value)> {
+    pub fn attributes(&self) -> impl Iterator<Item = (CK_ATTRIBUTE_TYPE, &Value)> + Clone {
         self.attrs.iter().map(|(kind, value)| (*kind, value))
     }
 

@@ -898,13 +898,12 @@ impl TokenState {
 /// ALLOWED_MECHANISMS, templates, TRUSTED, …) and the rest — so no edit in the file goes
 /// unnoticed.
 fn binding_aad(object: &Object) -> Vec<u8> {
-    let bound: Vec<Attribute> = object
-        .attributes()
-        .filter(|(kind, _)| !object.is_secret_at_rest(*kind))
-        .map(|(kind, value)| Attribute::new(kind, value.clone()))
-        .collect();
     let mut aad = b"keyferry object v1|".to_vec();
-    aad.extend(attr::encode(&bound));
+    aad.extend(attr::encode_pairs(
+        object
+            .attributes()
+            .filter(|(kind, _)| !object.is_secret_at_rest(*kind)),
+    ));
     aad
 }
 
