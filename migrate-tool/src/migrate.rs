@@ -84,7 +84,34 @@ fn unique_id(object: &Object) -> Option<String> {
         .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
 }
 
+/// Outcomes go to the bookkeeping this many at a time: one wake-up of its thread per
+/// object cost the token loop more than the bookkeeping it handed over.
+const BATCH: usize = 16;
+
+/// Batches the token loop may run ahead of the bookkeeping by: enough to keep both busy,
+/// few enough that memory stays flat however many objects a plan holds.
+const BOOKKEEPING_BACKLOG: usize = 16;
+
+/// What became of one plan entry at the tokens, handed to the bookkeeping.
+enum Outcome {
+    /// Skipped, a conflict or refused: nothing was asked of the tokens.
+    Untouched,
+    /// Left alone after an earlier failure under `--fail-fast`.
+    NotAttempted,
+    /// Moved or copied: the last step reached, and the proof and the copy read back, or
+    /// why not.
+    Carried {
+        reached: State,
+        result: Result<(String, Object), String>,
+    },
+}
+
 /// Runs the plan; `done` holds the objects an earlier, interrupted run finished.
+///
+/// The tokens are driven on this thread, one object after the other; the journal, the
+/// audit log and the reports are written on a second one, so that writing them overlaps
+/// the destination's commit of the next object. The journal is under group commit, so
+/// a line never had to be durable before the next token call (see `Journal::group_commit`).
 pub fn execute(
     source: &Token,
     destination: &Token,
@@ -96,17 +123,6 @@ pub fn execute(
 ) -> Result<Vec<ObjectReport>, MigrateError> {
     journal.group_commit();
     audit.group_commit();
-    let mut record = |entry: &Entry, result: String, unique_id: Option<&String>| {
-        let mut objects = vec![entry.identity.describe()];
-        objects.extend(unique_id.map(|id| format!("CKA_UNIQUE_ID {id}")));
-        audit.append(Event {
-            action: format!("migrate.{}", entry.action.name()),
-            token: destination.uri.to_string(),
-            objects,
-            result,
-            run: Some(options.run.clone()),
-        })
-    };
     let planned: Vec<&Entry> = plan
         .entries
         .iter()
@@ -145,104 +161,215 @@ pub fn execute(
             profiles: serde_json::json!({"source": plan.source_profile, "destination": plan.destination_profile}),
         })?;
     }
+    let books = Books {
+        plan,
+        journal,
+        audit,
+        done,
+        options,
+        destination: destination.uri.to_string(),
+    };
     let bar = progress(plan.entries.len(), "migrating");
-    let mut reports = Vec::with_capacity(plan.entries.len());
-    let mut stop = false;
-    for entry in &plan.entries {
-        bar.inc(1);
-        let mut report = ObjectReport::planned(entry, plan.transport.as_ref().ok());
-        if stop {
-            report.status = "not-attempted".to_owned();
-            reports.push(report);
-            continue;
-        }
-        let key = entry.identity.key();
-        match entry.action {
-            Action::Skip => {
-                report.status = if done
-                    .get(&key)
-                    .is_some_and(|state| *state >= State::Verified)
-                {
-                    "done-earlier".to_owned()
-                } else {
-                    "present".to_owned()
-                };
-                if !done.contains_key(&key) {
-                    journal.step(&key, &entry.identity.describe(), State::Present)?;
+    let reports = std::thread::scope(|scope| {
+        let (outcomes, received) = std::sync::mpsc::sync_channel(BOOKKEEPING_BACKLOG);
+        let keeper = scope.spawn(move || books.keep(&received));
+        let mut stop = false;
+        let mut batch = Vec::with_capacity(BATCH);
+        for entry in &plan.entries {
+            bar.inc(1);
+            let outcome = match entry.action {
+                Action::Move | Action::Copy if stop => Outcome::NotAttempted,
+                Action::Move | Action::Copy => {
+                    let (reached, result) = carry(
+                        source,
+                        destination,
+                        entry,
+                        link.as_ref(),
+                        &plan.destination_profile,
+                    );
+                    stop = options.fail_fast && result.is_err();
+                    Outcome::Carried { reached, result }
                 }
+                Action::Skip | Action::Conflict | Action::Refuse if stop => Outcome::NotAttempted,
+                Action::Skip | Action::Conflict | Action::Refuse => Outcome::Untouched,
+            };
+            batch.push(outcome);
+            if batch.len() < BATCH {
+                continue;
             }
-            Action::Conflict => report.status = "conflict".to_owned(),
-            Action::Refuse => report.status = "refused".to_owned(),
-            Action::Move | Action::Copy => {
-                match carry(
-                    source,
-                    destination,
-                    entry,
-                    link.as_ref(),
-                    &plan.destination_profile,
-                    journal,
-                ) {
-                    Ok((proof, there)) => {
-                        report.status = if entry.action == Action::Move {
-                            "moved"
-                        } else {
-                            "copied"
-                        }
-                        .to_owned();
-                        report.proof = Some(proof.clone());
-                        report.attributes = plan::actual(&entry.object, &there);
-                        report.destination_unique_id = unique_id(&there);
-                        journal.append(&Line::Step {
-                            key: key.clone(),
-                            object: entry.identity.describe(),
-                            state: State::Verified,
-                            proof: Some(proof.clone()),
-                            destination_unique_id: report.destination_unique_id.clone(),
-                            error: None,
-                        })?;
-                        record(
-                            entry,
-                            format!("ok, verified by {proof}"),
-                            report.destination_unique_id.as_ref(),
-                        )?;
-                    }
-                    Err(error) => {
-                        report.status = "failed".to_owned();
-                        report.error = Some(error.clone());
-                        journal.append(&Line::Step {
-                            key: key.clone(),
-                            object: entry.identity.describe(),
-                            state: State::Failed,
-                            proof: None,
-                            destination_unique_id: None,
-                            error: Some(error.clone()),
-                        })?;
-                        record(entry, format!("failed: {error}"), None)?;
-                        stop = options.fail_fast;
-                    }
-                }
+            if outcomes
+                .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                .is_err()
+            {
+                // The bookkeeping stopped on an error, which `join` returns.
+                break;
             }
         }
-        reports.push(report);
-    }
+        // A send that fails finds the bookkeeping stopped on an error, which `join` returns.
+        let _ = outcomes.send(batch);
+        drop(outcomes);
+        keeper
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
     bar.finish_and_clear();
     drop(link);
-    journal.sync()?;
-    audit.sync()?;
-    Ok(reports)
+    reports
 }
 
-/// Moves or copies one object and proves it arrived; on a failed proof the new object goes.
+/// The journal, the audit log and the reports of one run, kept on their own thread.
+struct Books<'a> {
+    plan: &'a Plan,
+    journal: &'a mut Journal,
+    audit: &'a mut AuditLog,
+    done: &'a HashMap<String, State>,
+    options: &'a Options,
+    /// The destination's URI, for the audit log.
+    destination: String,
+}
+
+impl Books<'_> {
+    /// Records each entry's outcome, in plan order; the reports, once every line is durable.
+    fn keep(
+        mut self,
+        outcomes: &std::sync::mpsc::Receiver<Vec<Outcome>>,
+    ) -> Result<Vec<ObjectReport>, MigrateError> {
+        let mut reports = Vec::with_capacity(self.plan.entries.len());
+        for (entry, outcome) in self.plan.entries.iter().zip(outcomes.iter().flatten()) {
+            reports.push(self.record(entry, outcome)?);
+        }
+        self.journal.sync()?;
+        self.audit.sync()?;
+        Ok(reports)
+    }
+
+    fn record(&mut self, entry: &Entry, outcome: Outcome) -> Result<ObjectReport, MigrateError> {
+        let mut report = ObjectReport::planned(entry, self.plan.transport.as_ref().ok());
+        let key = entry.identity.key();
+        let (reached, result) = match outcome {
+            Outcome::NotAttempted => {
+                report.status = "not-attempted".to_owned();
+                return Ok(report);
+            }
+            Outcome::Untouched => {
+                match entry.action {
+                    Action::Skip => {
+                        let earlier = self.done.get(&key);
+                        report.status = if earlier.is_some_and(|state| *state >= State::Verified) {
+                            "done-earlier"
+                        } else {
+                            "present"
+                        }
+                        .to_owned();
+                        if earlier.is_none() {
+                            self.journal
+                                .step(&key, &entry.identity.describe(), State::Present)?;
+                        }
+                    }
+                    Action::Conflict => report.status = "conflict".to_owned(),
+                    Action::Refuse => report.status = "refused".to_owned(),
+                    Action::Move | Action::Copy => report.status = "not-attempted".to_owned(),
+                }
+                return Ok(report);
+            }
+            Outcome::Carried { reached, result } => (reached, result),
+        };
+        let describe = entry.identity.describe();
+        for state in [State::Wrapped, State::Unwrapped] {
+            if state <= reached && (state != State::Wrapped || entry.action == Action::Move) {
+                self.journal.step(&key, &describe, state)?;
+            }
+        }
+        match result {
+            Ok((proof, there)) => {
+                report.status = if entry.action == Action::Move {
+                    "moved"
+                } else {
+                    "copied"
+                }
+                .to_owned();
+                report.attributes = plan::actual(&entry.object, &there);
+                report.destination_unique_id = unique_id(&there);
+                self.journal.append(&Line::Step {
+                    key,
+                    object: describe,
+                    state: State::Verified,
+                    proof: Some(proof.clone()),
+                    destination_unique_id: report.destination_unique_id.clone(),
+                    error: None,
+                })?;
+                self.audit_event(
+                    entry,
+                    format!("ok, verified by {proof}"),
+                    report.destination_unique_id.as_ref(),
+                )?;
+                report.proof = Some(proof);
+            }
+            Err(error) => {
+                report.status = "failed".to_owned();
+                self.journal.append(&Line::Step {
+                    key,
+                    object: describe,
+                    state: State::Failed,
+                    proof: None,
+                    destination_unique_id: None,
+                    error: Some(error.clone()),
+                })?;
+                self.audit_event(entry, format!("failed: {error}"), None)?;
+                report.error = Some(error);
+            }
+        }
+        Ok(report)
+    }
+
+    fn audit_event(
+        &mut self,
+        entry: &Entry,
+        result: String,
+        unique_id: Option<&String>,
+    ) -> Result<(), MigrateError> {
+        let mut objects = vec![entry.identity.describe()];
+        objects.extend(unique_id.map(|id| format!("CKA_UNIQUE_ID {id}")));
+        self.audit.append(Event {
+            action: format!("migrate.{}", entry.action.name()),
+            token: self.destination.clone(),
+            objects,
+            result,
+            run: Some(self.options.run.clone()),
+        })?;
+        Ok(())
+    }
+}
+
+/// Moves or copies one object and proves it arrived; on a failed proof the new object
+/// goes. Returns the last step reached with the proof and the copy, or why it failed.
 fn carry(
     source: &Token,
     destination: &Token,
     entry: &Entry,
     link: Option<&Link>,
     destination_profile: &Profile,
-    journal: &mut Journal,
+) -> (State, Result<(String, Object), String>) {
+    let mut reached = State::Planned;
+    let result = carry_steps(
+        source,
+        destination,
+        entry,
+        link,
+        destination_profile,
+        &mut reached,
+    );
+    (reached, result)
+}
+
+fn carry_steps(
+    source: &Token,
+    destination: &Token,
+    entry: &Entry,
+    link: Option<&Link>,
+    destination_profile: &Profile,
+    reached: &mut State,
 ) -> Result<(String, Object), String> {
-    let key = entry.identity.key();
-    let describe = entry.identity.describe();
     let domain_clone = link.is_some_and(|link| link.transport.agreement == KekAgreement::Domain);
     // A domain clone recreates the object from its blob; the template only places it.
     let template = if domain_clone && entry.action == Action::Move {
@@ -258,9 +385,7 @@ fn carry(
             None => link.wrap(&entry.object),
         }
         .map_err(|err| format!("wrapping on the source: {err}"))?;
-        journal
-            .step(&key, &describe, State::Wrapped)
-            .map_err(|err| err.to_string())?;
+        *reached = State::Wrapped;
         // One attempt only: the template holds nothing the destination's profile refuses,
         // and a failed attempt can leave an empty object behind (SoftHSMv2).
         match &entry.direct {
@@ -272,9 +397,7 @@ fn carry(
         raw.create_object(&destination.session, &template)
             .map_err(|err| format!("creating on the destination: {err}"))?
     };
-    journal
-        .step(&key, &describe, State::Unwrapped)
-        .map_err(|err| err.to_string())?;
+    *reached = State::Unwrapped;
     let verified = inventory::read_as(destination, handle, Some(entry.object.class))
         .map_err(|err| err.to_string())
         .and_then(|there| {
