@@ -428,9 +428,11 @@ pub fn list_up_to(token: &Token, limit: usize) -> Result<Option<Vec<Object>>, Mi
     if handles.len() > limit {
         return Ok(None);
     }
-    handles
+    token
+        .map_in_two(&handles, |token, handle| {
+            read_as(token, *handle, classes.get(&handle.handle()).copied())
+        })
         .into_iter()
-        .map(|handle| read_as(token, handle, classes.get(&handle.handle()).copied()))
         .collect::<Result<_, _>>()
         .map(Some)
 }

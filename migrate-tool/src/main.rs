@@ -130,17 +130,15 @@ fn open_pair(
     from: &TokenUri,
     to: &TokenUri,
 ) -> Result<(Token, Token), MigrateError> {
-    let source = token::open(
+    let (source, destination) = token::open_two(
         modules,
-        "--from",
-        &from.without_object(),
-        "KEYFERRY_FROM_PIN",
+        ("--from", &from.without_object(), "KEYFERRY_FROM_PIN"),
+        ("--to", &to.without_object(), "KEYFERRY_TO_PIN"),
     )?;
     let source = Token {
         uri: from.clone(),
         ..source
     };
-    let destination = token::open(modules, "--to", &to.without_object(), "KEYFERRY_TO_PIN")?;
     if source.module.path == destination.module.path && source.slot == destination.slot {
         return Err(MigrateError::Usage(format!(
             "--from and --to name the same token, {}",

@@ -246,8 +246,11 @@ pub fn plan(
             }
             by_identity
         });
+    let kcvs = source.map_in_two(&objects, |source, object| {
+        check::compute(source, &source.session, object)
+    });
     let mut entries = Vec::with_capacity(objects.len());
-    for object in objects {
+    for (object, kcv) in objects.into_iter().zip(kcvs) {
         let identity = object.identity();
         let existing = match &on_destination {
             Some(by_identity) => by_identity.get(&identity).cloned().unwrap_or_default(),
@@ -268,6 +271,7 @@ pub fn plan(
             source,
             destination,
             &mut entry,
+            kcv,
             (counts[&identity], existing),
             (&source_profile, &destination_profile),
             &transport,
@@ -293,6 +297,7 @@ fn decide(
     source: &Token,
     destination: &Token,
     entry: &mut Entry,
+    kcv: Result<Kcv, String>,
     (same_identity_on_source, existing): (usize, Vec<Object>),
     (source_profile, destination_profile): (&Profile, &Profile),
     transport: &Result<Transport, String>,
@@ -314,7 +319,6 @@ fn decide(
         );
         return Ok(());
     }
-    let kcv = check::compute(source, &source.session, object);
     entry.kcv = kcv.as_ref().ok().cloned();
     if same_identity_on_source > 1 {
         refuse(
