@@ -20,6 +20,7 @@ use cryptoki_sys::{
     CKR_ATTRIBUTE_TYPE_INVALID, CKR_BUFFER_TOO_SMALL, CKR_FUNCTION_NOT_SUPPORTED, CKR_OK,
     CKZ_DATA_SPECIFIED,
 };
+use zeroize::Zeroize;
 
 use crate::names;
 
@@ -330,6 +331,39 @@ const FIXED_SIZE_PUBLIC: &[CK_ATTRIBUTE_TYPE] = &[
 /// any label a person would type.
 const ATTRIBUTE_ROOM: usize = 1024;
 
+thread_local! {
+    /// `RawModule::attributes`' scratch area, kept by each thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What one attribute of a batch says, from its slot; `None` when it needs a call of its
+/// own (a template with entries, a value too long for its slot, sensitive or failed).
+fn unpack(kind: CK_ATTRIBUTE_TYPE, attribute: &CK_ATTRIBUTE, slot: &[u8]) -> Option<Read> {
+    let len = usize::try_from(attribute.ulValueLen).unwrap_or(usize::MAX);
+    if attribute.ulValueLen == CK_UNAVAILABLE_INFORMATION {
+        // A flag or a number is never secret and never longer than its slot: absent.
+        FIXED_SIZE_PUBLIC.contains(&kind).then_some(Read::Absent)
+    } else if TEMPLATE_ATTRIBUTES.contains(&kind) {
+        // An empty attribute array needs no second look.
+        (len == 0).then(|| Read::Value(RawValue::Template(Vec::new())))
+    } else {
+        slot.get(..len)
+            .map(|value| Read::Value(RawValue::Bytes(value.to_vec())))
+    }
+}
+
+/// The room an attribute gets in a batch: none for a template (its length comes first),
+/// a CK_ULONG for a flag or a number, `ATTRIBUTE_ROOM` for the rest.
+fn room_for(kind: CK_ATTRIBUTE_TYPE) -> usize {
+    if TEMPLATE_ATTRIBUTES.contains(&kind) {
+        0
+    } else if FIXED_SIZE_PUBLIC.contains(&kind) {
+        std::mem::size_of::<CK_ULONG>()
+    } else {
+        ATTRIBUTE_ROOM
+    }
+}
+
 fn check(function: &'static str, rv: CK_RV) -> Result<(), RawError> {
     if rv == CKR_OK {
         Ok(())
@@ -588,61 +622,57 @@ impl RawModule {
     ) -> Result<Vec<(CK_ATTRIBUTE_TYPE, Read)>, RawError> {
         let alone = |kind: CK_ATTRIBUTE_TYPE| Ok((kind, self.attribute(session, object, kind)?));
         let call = self.attribute_getter(session, object)?;
-        // One scratch area for the call, a slot per attribute; each value is copied out at
-        // its length, so what is kept holds no slack.
-        let mut scratch = vec![0u8; kinds.len() * ATTRIBUTE_ROOM];
-        let mut batch: Vec<CK_ATTRIBUTE> = kinds
-            .iter()
-            .zip(scratch.chunks_exact_mut(ATTRIBUTE_ROOM))
-            .map(|(&kind, slot)| {
-                if TEMPLATE_ATTRIBUTES.contains(&kind) {
-                    CK_ATTRIBUTE {
-                        type_: kind,
-                        pValue: ptr::null_mut(),
-                        ulValueLen: 0,
-                    }
-                } else {
-                    CK_ATTRIBUTE {
-                        type_: kind,
-                        pValue: slot.as_mut_ptr().cast(),
-                        ulValueLen: ulong(slot.len()),
-                    }
-                }
-            })
-            .collect();
-        if !matches!(
-            call(&mut batch),
-            CKR_OK | CKR_ATTRIBUTE_SENSITIVE | CKR_ATTRIBUTE_TYPE_INVALID | CKR_BUFFER_TOO_SMALL
-        ) {
-            return kinds.iter().map(|&kind| alone(kind)).collect();
-        }
-        kinds
-            .iter()
-            .zip(batch)
-            .zip(scratch.chunks_exact(ATTRIBUTE_ROOM))
-            .map(|((&kind, attribute), slot)| {
-                let len = usize::try_from(attribute.ulValueLen).unwrap_or(usize::MAX);
-                if attribute.ulValueLen == CK_UNAVAILABLE_INFORMATION {
-                    if FIXED_SIZE_PUBLIC.contains(&kind) {
-                        // Never secret and never longer than its buffer: absent.
-                        Ok((kind, Read::Absent))
+        // A slot per attribute sized for what it can hold, in one scratch area that the
+        // thread keeps: a fresh one per object cost more than the call. Each value is copied
+        // out at its length and the area wiped after, so nothing read lingers in it.
+        let rooms: Vec<usize> = kinds.iter().map(|&kind| room_for(kind)).collect();
+        let total: usize = rooms.iter().sum();
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            if scratch.len() < total {
+                scratch.resize(total, 0);
+            }
+            let area = &mut scratch[..total];
+            let mut batch = Vec::with_capacity(kinds.len());
+            let mut rest = &mut area[..];
+            for (&kind, &room) in kinds.iter().zip(&rooms) {
+                let (slot, after) = rest.split_at_mut(room);
+                batch.push(CK_ATTRIBUTE {
+                    type_: kind,
+                    pValue: if slot.is_empty() {
+                        ptr::null_mut()
                     } else {
-                        alone(kind)
-                    }
-                } else if TEMPLATE_ATTRIBUTES.contains(&kind) {
-                    // An empty attribute array needs no second look.
-                    if len == 0 {
-                        Ok((kind, Read::Value(RawValue::Template(Vec::new()))))
-                    } else {
-                        alone(kind)
-                    }
-                } else if let Some(value) = slot.get(..len) {
-                    Ok((kind, Read::Value(RawValue::Bytes(value.to_vec()))))
-                } else {
-                    alone(kind)
-                }
-            })
-            .collect()
+                        slot.as_mut_ptr().cast()
+                    },
+                    ulValueLen: ulong(slot.len()),
+                });
+                rest = after;
+            }
+            let read = if matches!(
+                call(&mut batch),
+                CKR_OK
+                    | CKR_ATTRIBUTE_SENSITIVE
+                    | CKR_ATTRIBUTE_TYPE_INVALID
+                    | CKR_BUFFER_TOO_SMALL
+            ) {
+                let mut offset = 0;
+                kinds
+                    .iter()
+                    .zip(batch)
+                    .zip(&rooms)
+                    .map(|((&kind, attribute), &room)| {
+                        let slot = area.get(offset..offset + room).unwrap_or_default();
+                        offset += room;
+                        unpack(kind, &attribute, slot)
+                            .map_or_else(|| alone(kind), |read| Ok((kind, read)))
+                    })
+                    .collect()
+            } else {
+                kinds.iter().map(|&kind| alone(kind)).collect()
+            };
+            area.zeroize();
+            read
+        })
     }
 
     /// C_GetAttributeValue on one object, for arrays this module builds: every pValue is

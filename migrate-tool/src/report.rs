@@ -126,12 +126,23 @@ pub fn write_json(
     reports: &[ObjectReport],
     extra: serde_json::Value,
 ) -> std::io::Result<()> {
+    /// `{"type":"object","data":…}`, serialised straight from the report.
+    #[derive(Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        data: &'a ObjectReport,
+    }
+    let mut out = std::io::BufWriter::new(out);
     for report in reports {
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({"type": "object", "data": report})
+        serde_json::to_writer(
+            &mut out,
+            &Line {
+                kind: "object",
+                data: report,
+            },
         )?;
+        out.write_all(b"\n")?;
     }
     let mut data = serde_json::json!({"total": reports.len(), "counts": summary(reports)});
     if let (Some(data), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
@@ -141,7 +152,8 @@ pub fn write_json(
         out,
         "{}",
         serde_json::json!({"type": "summary", "data": data})
-    )
+    )?;
+    out.flush()
 }
 
 /// Writes the reports as a table, with details under lines that need them.

@@ -66,6 +66,11 @@ impl Profile {
 
     /// Whether the token refused this attribute on objects of this class.
     pub fn refuses(&self, class: CK_OBJECT_CLASS, kind: CK_ATTRIBUTE_TYPE) -> bool {
+        // Asked for every attribute of every object carried: names are made only when a
+        // refusal could match, and most tokens refuse nothing.
+        if self.refusals.is_empty() {
+            return false;
+        }
         let (class, name) = (names::class(class), names::attribute(kind));
         self.refusals
             .iter()
