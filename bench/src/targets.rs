@@ -161,14 +161,20 @@ pub fn report(columns: &[Column], tool: &[Figure]) -> String {
         300.0,
     ));
     targets.push(at_most(
-        "migrate time over the bare wrap + unwrap calls ≤ 1.25×",
-        tool_at("migrate time over bare wrap + unwrap time"),
+        "migrate time over a process making the bare calls ≤ 1.25×",
+        tool_at(crate::tool::MIGRATE_OVER_BARE_PROCESS),
         "×",
         1.25,
     ));
     targets.push(Target {
-        goal: "migrate time over the bare calls with the proof's calls (reported)".to_owned(),
-        measured: tool_at("migrate time over those verified bare calls"),
+        goal: "migrate time over the bare calls' loop alone (reported)".to_owned(),
+        measured: tool_at(crate::tool::MIGRATE_OVER_BARE_LOOP),
+        unit: "×",
+        met: None,
+    });
+    targets.push(Target {
+        goal: "migrate time over the loop with the proof's calls too (reported)".to_owned(),
+        measured: tool_at(crate::tool::MIGRATE_OVER_VERIFIED_LOOP),
         unit: "×",
         met: None,
     });

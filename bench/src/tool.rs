@@ -59,16 +59,43 @@ fn uri(module: &Path, label: &str) -> String {
     format!("pkcs11:token={label}?module-path={}", module.display())
 }
 
+/// Rounds of bare calls against `keyferry migrate`.
+const ROUNDS: usize = 3;
+
+/// The ratios the targets read.
+pub const MIGRATE_OVER_BARE_PROCESS: &str =
+    "migrate time over a process making the bare calls (median of rounds)";
+pub const MIGRATE_OVER_BARE_LOOP: &str =
+    "migrate time over the bare calls' loop alone (median of rounds)";
+pub const MIGRATE_OVER_VERIFIED_LOOP: &str =
+    "migrate time over the loop of bare calls + the proof's calls";
+
+/// One round: the bare calls timed around their loop and as a whole process, then
+/// `keyferry migrate` of the same keys, timed as a whole process.
+struct Round {
+    loop_seconds: f64,
+    process_seconds: f64,
+    migrate_seconds: f64,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 pub fn run(setup: &Setup) -> Result<Vec<Figure>, String> {
     let dir = tempfile::Builder::new()
         .prefix("keyferry-bench-tool-")
         .tempdir()
         .map_err(|e| e.to_string())?;
-    let mut envs = make_tokens(
-        "make-keyferry-tokens",
-        dir.path(),
-        &["src", "dst", "bare", "verified", "fromhsm", "blobs"],
-    )?;
+    let round_labels: Vec<(String, String)> = (0..ROUNDS)
+        .map(|round| (format!("dst{round}"), format!("bare{round}")))
+        .collect();
+    let mut labels = vec!["src", "verified", "fromhsm", "blobs"];
+    for (dst, bare) in &round_labels {
+        labels.extend([dst.as_str(), bare.as_str()]);
+    }
+    let mut envs = make_tokens("make-keyferry-tokens", dir.path(), &labels)?;
     let kf = &setup.keyferry_module;
     let job = |args: &[&str], envs: &[(String, String)]| -> Result<String, String> {
         let mut command = Command::new(&setup.exe);
@@ -87,15 +114,11 @@ pub fn run(setup: &Setup) -> Result<Vec<Figure>, String> {
             .parse()
             .map_err(|e| format!("bare job output: {e}"))
     };
-    let bare_secs = seconds_of(job(&["bare", &kf_path, "src", "bare", &keys], &envs)?)?;
-    let verified_secs = seconds_of(job(
-        &["bare", "--verify", &kf_path, "src", "verified", &keys],
-        &envs,
-    )?)?;
     let migrate = |from: String, to: String, envs: &[(String, String)]| {
-        let journal = dir
-            .path()
-            .join(format!("run-{}.journal", from.len() + to.len()));
+        let journal = dir.path().join(format!(
+            "run-{}.journal",
+            to.replace(['/', ':', '?', '='], "-")
+        ));
         let mut command = Command::new(&setup.keyferry_cli);
         command
             .current_dir(dir.path())
@@ -129,8 +152,23 @@ pub fn run(setup: &Setup) -> Result<Vec<Figure>, String> {
         }
         Ok::<f64, String>(seconds)
     };
-    eprintln!("tool: keyferry migrate keyferry → keyferry");
-    let kf_seconds = migrate(uri(kf, "src"), uri(kf, "dst"), &envs)?;
+    // The disk's fsync time, most of both figures, wanders between runs on a shared
+    // machine: bare and migrate alternate, and each ratio is taken within its round.
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    for (round, (dst, bare)) in round_labels.iter().enumerate() {
+        eprintln!("tool: round {round}: bare calls, then keyferry migrate keyferry → keyferry");
+        let start = Instant::now();
+        let loop_seconds = seconds_of(job(&["bare", &kf_path, "src", bare, &keys], &envs)?)?;
+        let process_seconds = start.elapsed().as_secs_f64();
+        let migrate_seconds = migrate(uri(kf, "src"), uri(kf, dst), &envs)?;
+        rounds.push(Round {
+            loop_seconds,
+            process_seconds,
+            migrate_seconds,
+        });
+    }
+    let median_of = |value: fn(&Round) -> f64| median(rounds.iter().map(value).collect());
+    let kf_seconds = median_of(|round| round.migrate_seconds);
     figures.push(Figure::value(
         format!("migrate keyferry → keyferry, {keys} keys, verified + journal"),
         Unit::PerSecond,
@@ -138,27 +176,43 @@ pub fn run(setup: &Setup) -> Result<Vec<Figure>, String> {
         setup.keys,
     ));
     figures.push(Figure::value(
-        format!("bare wrap + unwrap, keyferry → keyferry, {keys} keys"),
+        format!("bare calls (attributes read, wrap, unwrap), {keys} keys, their loop"),
         Unit::PerSecond,
-        setup.keys as f64 / bare_secs,
+        setup.keys as f64 / median_of(|round| round.loop_seconds),
         setup.keys,
     ));
     figures.push(Figure::value(
-        "migrate time over bare wrap + unwrap time",
-        Unit::Times,
-        kf_seconds / bare_secs,
-        setup.keys,
-    ));
-    figures.push(Figure::value(
-        format!("bare wrap + unwrap + check values + read-back, {keys} keys"),
+        format!("bare calls, {keys} keys, the whole process"),
         Unit::PerSecond,
-        setup.keys as f64 / verified_secs,
+        setup.keys as f64 / median_of(|round| round.process_seconds),
         setup.keys,
     ));
     figures.push(Figure::value(
-        "migrate time over those verified bare calls",
+        MIGRATE_OVER_BARE_PROCESS,
         Unit::Times,
-        kf_seconds / verified_secs,
+        median_of(|round| round.migrate_seconds / round.process_seconds),
+        setup.keys,
+    ));
+    figures.push(Figure::value(
+        MIGRATE_OVER_BARE_LOOP,
+        Unit::Times,
+        median_of(|round| round.migrate_seconds / round.loop_seconds),
+        setup.keys,
+    ));
+    let verified_seconds = seconds_of(job(
+        &["bare", "--verify", &kf_path, "src", "verified", &keys],
+        &envs,
+    )?)?;
+    figures.push(Figure::value(
+        format!("bare calls + check values + read-back, {keys} keys, their loop"),
+        Unit::PerSecond,
+        setup.keys as f64 / verified_seconds,
+        setup.keys,
+    ));
+    figures.push(Figure::value(
+        MIGRATE_OVER_VERIFIED_LOOP,
+        Unit::Times,
+        kf_seconds / verified_seconds,
         setup.keys,
     ));
 
@@ -317,6 +371,28 @@ fn kek(session: &Session, value: &[u8]) -> Result<ObjectHandle, String> {
         .map_err(err)
 }
 
+/// What a migration carries of a secret key besides its value: the attributes
+/// `keyferry migrate` copies when they are set (its plan's "preserved" list).
+const CARRIED_ATTRIBUTES: [AttributeType; 17] = [
+    AttributeType::KeyType,
+    AttributeType::Label,
+    AttributeType::Id,
+    AttributeType::Private,
+    AttributeType::Modifiable,
+    AttributeType::Copyable,
+    AttributeType::Destroyable,
+    AttributeType::Derive,
+    AttributeType::Encrypt,
+    AttributeType::Decrypt,
+    AttributeType::Sign,
+    AttributeType::Verify,
+    AttributeType::Wrap,
+    AttributeType::Unwrap,
+    AttributeType::Sensitive,
+    AttributeType::Extractable,
+    AttributeType::WrapWithTrusted,
+];
+
 /// What a verified copy is read back for: the attributes a migration report compares.
 const COPIED_ATTRIBUTES: [AttributeType; 12] = [
     AttributeType::Class,
@@ -333,10 +409,10 @@ const COPIED_ATTRIBUTES: [AttributeType; 12] = [
     AttributeType::UniqueId,
 ];
 
-/// `bare`: the calls a migration cannot do without — every key of `from` wrapped there
-/// under a shared KEK and unwrapped on `to` as a token object; with `verify`, also the
-/// calls its proof needs (a check value on each side, the copy's attributes read back).
-/// Prints the seconds.
+/// `bare`: the calls a migration cannot do without — every key of `from` has its
+/// attributes read, is wrapped there under a shared KEK and unwrapped on `to` as a token
+/// object with those attributes; with `verify`, also the calls its proof needs (a check
+/// value on each side, the copy's attributes read back). Prints the loop's seconds.
 pub fn bare(
     module: &Path,
     from: &str,
@@ -360,23 +436,21 @@ pub fn bare(
         if key == source_kek {
             continue;
         }
+        // A migration keeps what the key is: its attributes go with it.
+        let mut template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Token(true),
+        ];
+        template.extend(
+            source
+                .get_attributes(key, &CARRIED_ATTRIBUTES)
+                .map_err(err)?,
+        );
         let blob = source
             .wrap_key(&Mechanism::AesKeyWrapPad, source_kek, key)
             .map_err(err)?;
         let copy = destination
-            .unwrap_key(
-                &Mechanism::AesKeyWrapPad,
-                destination_kek,
-                &blob,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::Token(true),
-                    Attribute::Label(format!("bare-{moved}").into_bytes()),
-                    Attribute::Encrypt(true),
-                    Attribute::Decrypt(true),
-                ],
-            )
+            .unwrap_key(&Mechanism::AesKeyWrapPad, destination_kek, &blob, &template)
             .map_err(err)?;
         if verify {
             let zero = [0u8; 16];
