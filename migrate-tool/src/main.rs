@@ -315,14 +315,28 @@ fn make_plan(
     selection: &Selection,
     args: &PairArgs,
 ) -> Result<Plan, MigrateError> {
-    let objects = plan::selected(source, selection)?;
     let deep = args.verbose
         || matches!(
             args.transport,
             Some(KekAgreement::RsaAes | KekAgreement::RsaOaep)
         );
-    let mut source_profile = transport::probe(source, &source.session, deep);
-    let mut destination_profile = transport::probe(destination, &destination.session, deep);
+    // The destination is probed on a session of its own while the source is read.
+    let (objects, mut source_profile, mut destination_profile) = std::thread::scope(|scope| {
+        let destination_probe = destination
+            .fork()
+            .ok()
+            .map(|other| scope.spawn(move || transport::probe(&other, &other.session, deep)));
+        let objects = plan::selected(source, selection);
+        let source_profile = transport::probe(source, &source.session, deep);
+        let destination_profile = match destination_probe {
+            Some(probing) => probing
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => transport::probe(destination, &destination.session, deep),
+        };
+        (objects, source_profile, destination_profile)
+    });
+    let objects = objects?;
     let mut transport = transport::negotiate(&source_profile, &destination_profile, args.transport);
     // Secrets the source would zero-pad go by RSA-OAEP instead, if both tokens do it.
     let padded = objects
