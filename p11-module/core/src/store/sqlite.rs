@@ -87,6 +87,18 @@ impl WalWatch {
         (first == second && first[12] != 0).then_some(header)
     }
 
+    /// After this connection's commit: `before` is the header read under its write lock,
+    /// `version` the `data_version` read there. The header now is noted as seen only when
+    /// it is one commit on from `before` — ours; another process's commit after ours
+    /// moves it further, and SQLite is asked at the next `generation`.
+    fn note_own_commit(&mut self, before: Option<[u8; WAL_INDEX_HEADER]>, version: u64) {
+        if let (Some(before), Some(after)) = (before, self.header())
+            && Self::change_counter(&after) == Self::change_counter(&before).wrapping_add(1)
+        {
+            self.seen = Some((after, version));
+        }
+    }
+
     /// A header's change counter (`iChange`, the third native-endian u32 of a
     /// WalIndexHdr): every commit and every restart of the WAL adds one.
     fn change_counter(header: &[u8; WAL_INDEX_HEADER]) -> u32 {
@@ -272,12 +284,7 @@ impl SqliteStore {
         let before = watch.get_mut().header();
         let done = body(&tx)?;
         tx.commit()?;
-        let watch = watch.get_mut();
-        if let (Some(before), Some(after)) = (before, watch.header())
-            && WalWatch::change_counter(&after) == WalWatch::change_counter(&before).wrapping_add(1)
-        {
-            watch.seen = Some((after, version as u64));
-        }
+        watch.get_mut().note_own_commit(before, version as u64);
         Ok(done)
     }
 
@@ -795,6 +802,29 @@ mod tests {
             last = ours.generation().expect("generation");
             assert_ne!(last, seen, "round {round}: a commit after ours was missed");
         }
+    }
+
+    #[test]
+    fn a_commit_landing_between_ours_and_the_header_read_is_not_noted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("r.kftoken");
+        let ours = SqliteStore::create(&path, &record()).expect("created");
+        let mut theirs = SqliteStore::open(&path).expect("opened twice");
+        let version = ours.generation().expect("generation");
+        let watch = ours.wal.as_ref().expect("WAL mode");
+        let before = watch.borrow().header();
+        // Our commit, then theirs before we read the header again: what `change` sees
+        // when another process commits in that window.
+        ours.conn
+            .execute("UPDATE token SET label = 'ours'", [])
+            .expect("our commit");
+        theirs.insert(&object("theirs")).expect("their commit");
+        watch.borrow_mut().note_own_commit(before, version);
+        assert_ne!(
+            ours.generation().expect("generation"),
+            version,
+            "their commit was hidden behind ours"
+        );
     }
 
     fn pin(kdf: KdfParams, byte: u8) -> PinRecord {
