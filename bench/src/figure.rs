@@ -92,6 +92,12 @@ pub fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
+/// The middle of measured values (the upper middle of an even count); NaN for none.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// Times `calls` runs of `op` (after a tenth as warm-up).
 pub fn time(
     scenario: &str,
@@ -144,6 +150,13 @@ mod tests {
         let few = Figure::value("b", Unit::PerSecond, 100.0, 1);
         assert_eq!(many.advantage_over(&few), Some(3.0));
         assert_eq!(fast.advantage_over(&many), None);
+    }
+
+    #[test]
+    fn median_takes_the_middle_of_any_order() {
+        assert_eq!(median(vec![1.9, 1.2, 1.7, 2.0, 1.5]), 1.7);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert!(median(Vec::new()).is_nan());
     }
 
     #[test]

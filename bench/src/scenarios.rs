@@ -304,11 +304,10 @@ fn two_threads(
             ratios.push(two / one);
             ops_done += done;
         }
-        ratios.sort_by(f64::total_cmp);
         figures.push(Figure::value(
             format!("2 threads over 1: {name}"),
             Unit::Times,
-            ratios.get(1).copied().unwrap_or(0.0),
+            figure::median(ratios),
             ops_done,
         ));
     }

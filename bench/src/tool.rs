@@ -11,7 +11,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
-use crate::figure::{self, Figure, Unit};
+use crate::figure::{self, Figure, Unit, median};
 use crate::scenarios::{aes_key, err, open, user_session};
 use crate::{SO_PIN, USER_PIN, exports, repo_root};
 
@@ -76,11 +76,6 @@ struct Round {
     loop_seconds: f64,
     process_seconds: f64,
     migrate_seconds: f64,
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 pub fn run(setup: &Setup) -> Result<Vec<Figure>, String> {

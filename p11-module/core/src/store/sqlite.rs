@@ -106,6 +106,14 @@ impl WalWatch {
     }
 }
 
+/// `PRAGMA data_version` on a connection: it changes when another connection commits.
+fn data_version(conn: &Connection) -> Result<u64, StorageError> {
+    let version: i64 = conn
+        .prepare_cached("PRAGMA data_version")?
+        .query_row([], |row| row.get(0))?;
+    Ok(version as u64)
+}
+
 /// The first 16 bytes of every SQLite database file.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
@@ -278,22 +286,16 @@ impl SqliteStore {
         };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Under the write lock: no other connection can commit until ours is done.
-        let version: i64 = tx
-            .prepare_cached("PRAGMA data_version")?
-            .query_row([], |row| row.get(0))?;
+        let version = data_version(&tx)?;
         let before = watch.get_mut().header();
         let done = body(&tx)?;
         tx.commit()?;
-        watch.get_mut().note_own_commit(before, version as u64);
+        watch.get_mut().note_own_commit(before, version);
         Ok(done)
     }
 
     fn data_version(&self) -> Result<u64, StorageError> {
-        let version: i64 = self
-            .conn
-            .prepare_cached("PRAGMA data_version")?
-            .query_row([], |row| row.get(0))?;
-        Ok(version as u64)
+        data_version(&self.conn)
     }
 
     fn corrupt(&self, reason: String) -> StorageError {
