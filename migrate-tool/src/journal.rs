@@ -39,6 +39,21 @@ pub enum State {
     Retired,
 }
 
+impl State {
+    /// On the destination and proved there (by this run or by the plan), retired or not:
+    /// nothing left to carry. A failed object is not settled, whatever the order says.
+    pub fn settled(self) -> bool {
+        matches!(
+            self,
+            Self::Verified
+                | Self::Present
+                | Self::PendingRetirement
+                | Self::Deactivated
+                | Self::Retired
+        )
+    }
+}
+
 /// The first line: what the run is.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunHeader {

@@ -254,14 +254,13 @@ impl Books<'_> {
             Outcome::Untouched => {
                 match entry.action {
                     Action::Skip => {
-                        let earlier = self.done.get(&key);
-                        report.status = if earlier.is_some_and(|state| *state >= State::Verified) {
-                            "done-earlier"
+                        // An earlier run may have put the object there and died before
+                        // journalling it (or failed at its proof): the plan has just proved
+                        // it equal, so it is recorded as present, for `retire` to find.
+                        if self.done.get(&key).is_some_and(|state| state.settled()) {
+                            report.status = "done-earlier".to_owned();
                         } else {
-                            "present"
-                        }
-                        .to_owned();
-                        if earlier.is_none() {
+                            report.status = "present".to_owned();
                             self.journal
                                 .step(&key, &entry.identity.describe(), State::Present)?;
                         }
