@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod error;
 mod exit_code;
+mod interrupt;
 mod inventory;
 mod journal;
 mod migrate;
@@ -539,6 +540,8 @@ fn migrate_command(args: &MigrateArgs) -> Result<u8, MigrateError> {
             None,
         );
     }
+    // From here a signal stops the run between two keys, journal and report complete.
+    let hold = interrupt::hold();
     // Before the journal: a log that does not verify stops the run with nothing written.
     let mut audit = audit::AuditLog::open(&args.audit.audit_log)?;
     let (mut journal, done) = if resumed {
@@ -576,7 +579,7 @@ fn migrate_command(args: &MigrateArgs) -> Result<u8, MigrateError> {
     })?;
     let extra =
         serde_json::json!({"run": run, "journal": journal.path(), "audit_log": audit.path()});
-    finish(
+    let code = finish(
         &mut out,
         &source,
         &destination,
@@ -585,7 +588,22 @@ fn migrate_command(args: &MigrateArgs) -> Result<u8, MigrateError> {
         pair,
         extra,
         Some(&run),
-    )
+    )?;
+    out.flush().map_err(stdout_error)?;
+    if let Some(signal) = interrupt::requested() {
+        let left = reports
+            .iter()
+            .filter(|report| report.status == "not-attempted")
+            .count();
+        eprintln!(
+            "keyferry: {signal}: stopped between two keys, {left} not attempted; \
+             finish with: keyferry migrate --resume {run} --journal {}",
+            journal.path().display()
+        );
+    }
+    // A signal held off ends the process here, as it would have.
+    drop(hold);
+    Ok(code)
 }
 
 #[allow(clippy::too_many_arguments)] // one call site each in plan and migrate; a struct would only rename them

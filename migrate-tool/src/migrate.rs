@@ -177,6 +177,7 @@ pub fn execute(
         let mut batch = Vec::with_capacity(BATCH);
         for entry in &plan.entries {
             bar.inc(1);
+            stop = stop || crate::interrupt::requested().is_some();
             let outcome = match entry.action {
                 Action::Move | Action::Copy if stop => Outcome::NotAttempted,
                 Action::Move | Action::Copy => {

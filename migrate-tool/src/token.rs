@@ -293,7 +293,11 @@ impl Found {
     fn log_in(self) -> Result<Token, MigrateError> {
         if let Some(pin) = &self.pin {
             let auth = AuthPin::new(pin.as_str().into());
-            match self.session.login(UserType::User, Some(&auth)) {
+            // SoftHSMv2 rewrites its token file in place during C_Login: see `interrupt`.
+            let held = crate::interrupt::hold();
+            let login = self.session.login(UserType::User, Some(&auth));
+            drop(held);
+            match login {
                 Ok(()) => {}
                 Err(cryptoki::error::Error::Pkcs11(
                     cryptoki::error::RvError::UserAlreadyLoggedIn,

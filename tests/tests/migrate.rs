@@ -1120,3 +1120,103 @@ fn a_key_whose_journal_lines_a_crash_lost_is_recorded_present_and_can_be_retired
     assert_eq!(statuses, ["deactivated", "deactivated", "deactivated"]);
 }
 
+#[test]
+fn sigint_stops_a_migration_between_two_keys_with_its_journal_and_report_complete() {
+    use std::os::unix::process::ExitStatusExt;
+    const KEYS: usize = 300;
+    let (slot, source) = fresh_token(Module::SoftHsm, "sigint-src");
+    let session = user_session(Module::SoftHsm, slot);
+    for index in 0..KEYS {
+        aes_key(&session, &format!("int-{index:03}"), &[index as u8, 1], 32);
+    }
+    drop(session);
+    let (_, destination) = fresh_token(Module::Keyferry, "sigint-dst");
+    let (from, to) = (
+        uri(Module::SoftHsm, &source),
+        uri(Module::Keyferry, &destination),
+    );
+    let dir = work_dir();
+    let journal = dir.path().join("int.journal");
+    let (stdout, stderr) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = cli::command(
+        &[
+            "migrate",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--journal",
+            "int.journal",
+            "--json",
+        ],
+        dir.path(),
+    )
+    .stdout(std::fs::File::create(&stdout).unwrap())
+    .stderr(std::fs::File::create(&stderr).unwrap())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while progress(&journal).settled < 20 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before the signal"
+        );
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let signalled = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let status = child.wait().unwrap();
+    let errors = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(status.signal(), Some(2), "{status}: {errors}");
+    assert!(
+        errors.contains("SIGINT: stopped between two keys")
+            && errors.contains("finish with: keyferry migrate --resume"),
+        "{errors}"
+    );
+    let report = cli::Outcome {
+        code: -1,
+        stdout: std::fs::read_to_string(&stdout).unwrap(),
+        stderr: errors,
+    };
+    let statuses = report.statuses();
+    assert_eq!(statuses.len(), KEYS, "a report line for every key");
+    let moved = statuses.iter().filter(|(_, _, s)| s == "moved").count();
+    let left = statuses
+        .iter()
+        .filter(|(_, _, s)| s == "not-attempted")
+        .count();
+    assert_eq!(moved + left, KEYS, "{statuses:?}");
+    assert!(left > 0, "the signal stopped nothing");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert!(text.ends_with('\n'), "a torn journal line");
+    assert_eq!(
+        progress(&journal).settled,
+        moved,
+        "every moved key journalled, nothing more"
+    );
+
+    let run = journal_run(&journal).unwrap();
+    let resumed = cli::run(
+        &[
+            "migrate",
+            "--resume",
+            &run,
+            "--journal",
+            "int.journal",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let done_earlier = resumed
+        .statuses()
+        .iter()
+        .filter(|(_, _, s)| s == "done-earlier")
+        .count();
+    assert_eq!(done_earlier, moved);
+    assert_eq!(progress(&journal).settled, KEYS);
+}
