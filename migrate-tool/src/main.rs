@@ -831,6 +831,9 @@ fn retire_command(args: &cli::RetireArgs) -> Result<u8, MigrateError> {
             "not confirmed; nothing was changed".to_owned(),
         ));
     }
+    // From here a signal stops the retirement between two objects (a SoftHSMv2 object
+    // file is rewritten in place when its flags change: see `interrupt`).
+    let hold = interrupt::hold();
     let mut audit = audit::AuditLog::open(&args.audit.audit_log)?;
     let (mut journal, _) = Journal::resume(&path)?;
     let prove = |object: &inventory::Object| -> Result<String, String> {
@@ -868,6 +871,14 @@ fn retire_command(args: &cli::RetireArgs) -> Result<u8, MigrateError> {
         .map_err(stdout_error)?;
         report::write_table(&mut out, &reports, false).map_err(stdout_error)?;
     }
+    out.flush().map_err(stdout_error)?;
+    if let Some(signal) = interrupt::requested() {
+        eprintln!(
+            "keyferry: {signal}: stopped between two objects; run the same retire again for the rest"
+        );
+    }
+    // A signal held off ends the process here, as it would have.
+    drop(hold);
     let troubled = reports
         .iter()
         .any(|report| matches!(report.status.as_str(), "refused" | "failed"));

@@ -111,6 +111,12 @@ pub fn retire(
 ) -> Result<Vec<ObjectReport>, MigrateError> {
     let mut reports = Vec::with_capacity(candidates.len());
     for (key, identity) in candidates {
+        if let Some(signal) = crate::interrupt::requested() {
+            let mut report = gone(identity, &format!("{signal} came first"));
+            report.status = "not-attempted".to_owned();
+            reports.push(report);
+            continue;
+        }
         let here = inventory::find(source, identity)?;
         let object = match here.as_slice() {
             [object] => object,

@@ -1120,14 +1120,61 @@ fn a_key_whose_journal_lines_a_crash_lost_is_recorded_present_and_can_be_retired
     assert_eq!(statuses, ["deactivated", "deactivated", "deactivated"]);
 }
 
+/// Runs keyferry with `args`, sends it SIGINT once `ready` holds, and returns its exit
+/// status with what it printed.
+fn interrupted(
+    args: &[&str],
+    dir: &Path,
+    ready: &dyn Fn() -> bool,
+) -> (std::process::ExitStatus, cli::Outcome) {
+    let (stdout, stderr) = (dir.join("interrupted.out"), dir.join("interrupted.err"));
+    let mut child = cli::command(args, dir)
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before the signal: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let signalled = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let status = child.wait().unwrap();
+    let outcome = cli::Outcome {
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(&stdout).unwrap(),
+        stderr: std::fs::read_to_string(&stderr).unwrap(),
+    };
+    (status, outcome)
+}
+
+fn count(statuses: &[(String, String, String)], status: &str) -> usize {
+    statuses.iter().filter(|(_, _, s)| s == status).count()
+}
+
 #[test]
-fn sigint_stops_a_migration_between_two_keys_with_its_journal_and_report_complete() {
+fn sigint_stops_migrate_and_retire_between_two_keys_with_journal_and_report_complete() {
     use std::os::unix::process::ExitStatusExt;
-    const KEYS: usize = 300;
+    // More than the token loop may run ahead of the journal (16 batches of 16).
+    const KEYS: usize = 400;
     let (slot, source) = fresh_token(Module::SoftHsm, "sigint-src");
     let session = user_session(Module::SoftHsm, slot);
     for index in 0..KEYS {
-        aes_key(&session, &format!("int-{index:03}"), &[index as u8, 1], 32);
+        aes_key(
+            &session,
+            &format!("int-{index:03}"),
+            &(index as u16).to_be_bytes(),
+            32,
+        );
     }
     drop(session);
     let (_, destination) = fresh_token(Module::Keyferry, "sigint-dst");
@@ -1137,8 +1184,7 @@ fn sigint_stops_a_migration_between_two_keys_with_its_journal_and_report_complet
     );
     let dir = work_dir();
     let journal = dir.path().join("int.journal");
-    let (stdout, stderr) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = cli::command(
+    let (status, report) = interrupted(
         &[
             "migrate",
             "--from",
@@ -1150,45 +1196,20 @@ fn sigint_stops_a_migration_between_two_keys_with_its_journal_and_report_complet
             "--json",
         ],
         dir.path(),
-    )
-    .stdout(std::fs::File::create(&stdout).unwrap())
-    .stderr(std::fs::File::create(&stderr).unwrap())
-    .spawn()
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while progress(&journal).settled < 20 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "ended before the signal"
-        );
-        assert!(Instant::now() < deadline, "no progress");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let signalled = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
-    let status = child.wait().unwrap();
-    let errors = std::fs::read_to_string(&stderr).unwrap();
-    assert_eq!(status.signal(), Some(2), "{status}: {errors}");
-    assert!(
-        errors.contains("SIGINT: stopped between two keys")
-            && errors.contains("finish with: keyferry migrate --resume"),
-        "{errors}"
+        &|| progress(&journal).settled >= 10,
     );
-    let report = cli::Outcome {
-        code: -1,
-        stdout: std::fs::read_to_string(&stdout).unwrap(),
-        stderr: errors,
-    };
+    assert_eq!(status.signal(), Some(2), "{status}: {}", report.stderr);
+    assert!(
+        report.stderr.contains("SIGINT: stopped between two keys")
+            && report
+                .stderr
+                .contains("finish with: keyferry migrate --resume"),
+        "{}",
+        report.stderr
+    );
     let statuses = report.statuses();
     assert_eq!(statuses.len(), KEYS, "a report line for every key");
-    let moved = statuses.iter().filter(|(_, _, s)| s == "moved").count();
-    let left = statuses
-        .iter()
-        .filter(|(_, _, s)| s == "not-attempted")
-        .count();
+    let (moved, left) = (count(&statuses, "moved"), count(&statuses, "not-attempted"));
     assert_eq!(moved + left, KEYS, "{statuses:?}");
     assert!(left > 0, "the signal stopped nothing");
     let text = std::fs::read_to_string(&journal).unwrap();
@@ -1212,11 +1233,43 @@ fn sigint_stops_a_migration_between_two_keys_with_its_journal_and_report_complet
         dir.path(),
     );
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
-    let done_earlier = resumed
-        .statuses()
-        .iter()
-        .filter(|(_, _, s)| s == "done-earlier")
-        .count();
-    assert_eq!(done_earlier, moved);
+    assert_eq!(count(&resumed.statuses(), "done-earlier"), moved);
     assert_eq!(progress(&journal).settled, KEYS);
+
+    let retire = [
+        "retire",
+        "--run",
+        &run,
+        "--journal",
+        "int.journal",
+        "--json",
+        "--yes",
+        "--deactivate",
+    ];
+    let deactivated = || {
+        std::fs::read_to_string(&journal)
+            .unwrap_or_default()
+            .matches(r#""state":"deactivated""#)
+            .count()
+    };
+    let (status, report) = interrupted(&retire, dir.path(), &|| deactivated() >= 10);
+    assert_eq!(status.signal(), Some(2), "{status}: {}", report.stderr);
+    assert!(
+        report
+            .stderr
+            .contains("SIGINT: stopped between two objects"),
+        "{}",
+        report.stderr
+    );
+    let statuses = report.statuses();
+    let (done, left) = (
+        count(&statuses, "deactivated"),
+        count(&statuses, "not-attempted"),
+    );
+    assert_eq!((done + left, deactivated()), (KEYS, done), "{statuses:?}");
+    assert!(left > 0, "the signal stopped nothing");
+    let rest = cli::run(&retire, dir.path());
+    assert_eq!(rest.code, 0, "{}", rest.stderr);
+    assert_eq!(count(&rest.statuses(), "deactivated"), left);
+    assert_eq!(deactivated(), KEYS);
 }
