@@ -1143,11 +1143,11 @@ fn interrupted(
         assert!(Instant::now() < deadline, "no progress");
         std::thread::sleep(Duration::from_millis(2));
     }
-    let signalled = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     let outcome = cli::Outcome {
         code: status.code().unwrap_or(-1),
