@@ -51,6 +51,14 @@ impl Outcome {
             .collect()
     }
 
+    /// The status of each object line, in order.
+    pub fn status_column(&self) -> Vec<String> {
+        self.statuses()
+            .into_iter()
+            .map(|(_, _, status)| status)
+            .collect()
+    }
+
     /// Object statuses by label/class, for assertions.
     pub fn statuses(&self) -> Vec<(String, String, String)> {
         self.json("object")

@@ -921,13 +921,25 @@ fn every_change_is_in_the_audit_log_and_an_edited_line_is_caught() {
     );
 }
 
-#[test]
-fn retire_asks_first_keeps_what_no_longer_verifies_and_deactivates_or_destroys_the_rest() {
-    let (source_slot, from) = fresh_token(Module::Keyferry, "retire-src");
-    let (destination_slot, to) = fresh_token(Module::Keyferry, "retire-dst");
+/// A run that moved three 16-byte AES keys between two fresh keyferry tokens.
+struct Migrated {
+    /// A user session on the source.
+    source: Session,
+    destination_slot: cryptoki::slot::Slot,
+    /// The work directory, holding the journal `run.journal`.
+    dir: tempfile::TempDir,
+    /// The run id.
+    run: String,
+}
+
+/// Keys `{name}-0`, `-1`, `-2` (CKA_ID 00, 01, 02) on a fresh keyferry token, migrated to
+/// another with the journal `run.journal`.
+fn three_keys_migrated(name: &str) -> Migrated {
+    let (source_slot, from) = fresh_token(Module::Keyferry, &format!("{name}-src"));
+    let (destination_slot, to) = fresh_token(Module::Keyferry, &format!("{name}-dst"));
     let source = user_session(Module::Keyferry, source_slot);
     for index in 0..3u8 {
-        aes_key(&source, &format!("retiring-{index}"), &[index], 16);
+        aes_key(&source, &format!("{name}-{index}"), &[index], 16);
     }
     let dir = work_dir();
     let (from, to) = (uri(Module::Keyferry, &from), uri(Module::Keyferry, &to));
@@ -945,6 +957,22 @@ fn retire_asks_first_keeps_what_no_longer_verifies_and_deactivates_or_destroys_t
     );
     assert_eq!(migrated.code, 0, "{}", migrated.stderr);
     let run = journal_run(&dir.path().join("run.journal")).unwrap();
+    Migrated {
+        source,
+        destination_slot,
+        dir,
+        run,
+    }
+}
+
+#[test]
+fn retire_asks_first_keeps_what_no_longer_verifies_and_deactivates_or_destroys_the_rest() {
+    let Migrated {
+        source,
+        destination_slot,
+        dir,
+        run,
+    } = three_keys_migrated("retiring");
     let retire = |extra: &[&str]| {
         let mut args = vec![
             "retire",
@@ -1017,12 +1045,10 @@ fn retire_asks_first_keeps_what_no_longer_verifies_and_deactivates_or_destroys_t
 
     let destroyed = retire(&["--yes"]);
     assert_eq!(destroyed.code, 1, "{}", destroyed.stdout);
-    let statuses: Vec<String> = destroyed
-        .statuses()
-        .into_iter()
-        .map(|(_, _, status)| status)
-        .collect();
-    assert_eq!(statuses, ["destroyed", "refused", "destroyed"]);
+    assert_eq!(
+        destroyed.status_column(),
+        ["destroyed", "refused", "destroyed"]
+    );
     assert!(find(&source, "retiring-0").is_empty());
     assert_eq!(
         find(&source, "retiring-1").len(),
@@ -1040,28 +1066,8 @@ fn retire_asks_first_keeps_what_no_longer_verifies_and_deactivates_or_destroys_t
 
 #[test]
 fn a_key_whose_journal_lines_a_crash_lost_is_recorded_present_and_can_be_retired() {
-    let (source_slot, from) = fresh_token(Module::Keyferry, "lost-src");
-    let (_, to) = fresh_token(Module::Keyferry, "lost-dst");
-    let source = user_session(Module::Keyferry, source_slot);
-    for index in 0..3u8 {
-        aes_key(&source, &format!("lost-{index}"), &[index], 16);
-    }
-    let dir = work_dir();
-    let (from, to) = (uri(Module::Keyferry, &from), uri(Module::Keyferry, &to));
+    let Migrated { dir, run, .. } = three_keys_migrated("lost");
     let journal = dir.path().join("run.journal");
-    let migrated = cli::run(
-        &[
-            "migrate",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--journal",
-            "run.journal",
-        ],
-        dir.path(),
-    );
-    assert_eq!(migrated.code, 0, "{}", migrated.stderr);
     // Under group commit a crash may lose the journal's last lines while the tokens keep
     // what they committed: cut it back to before the last key's first step.
     let text = std::fs::read_to_string(&journal).unwrap();
@@ -1073,7 +1079,6 @@ fn a_key_whose_journal_lines_a_crash_lost_is_recorded_present_and_can_be_retired
     std::fs::write(&journal, &text[..cut]).unwrap();
     assert_eq!(progress(&journal).settled, 2);
 
-    let run = journal_run(&journal).unwrap();
     let resumed = cli::run(
         &[
             "migrate",
@@ -1086,12 +1091,10 @@ fn a_key_whose_journal_lines_a_crash_lost_is_recorded_present_and_can_be_retired
         dir.path(),
     );
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
-    let statuses: Vec<String> = resumed
-        .statuses()
-        .into_iter()
-        .map(|(_, _, status)| status)
-        .collect();
-    assert_eq!(statuses, ["done-earlier", "done-earlier", "present"]);
+    assert_eq!(
+        resumed.status_column(),
+        ["done-earlier", "done-earlier", "present"]
+    );
     assert_eq!(
         progress(&journal).settled,
         3,
@@ -1112,12 +1115,10 @@ fn a_key_whose_journal_lines_a_crash_lost_is_recorded_present_and_can_be_retired
         dir.path(),
     );
     assert_eq!(retired.code, 0, "{}", retired.stdout);
-    let statuses: Vec<String> = retired
-        .statuses()
-        .into_iter()
-        .map(|(_, _, status)| status)
-        .collect();
-    assert_eq!(statuses, ["deactivated", "deactivated", "deactivated"]);
+    assert_eq!(
+        retired.status_column(),
+        ["deactivated", "deactivated", "deactivated"]
+    );
 }
 
 /// Runs keyferry with `args`, sends it SIGINT once `ready` holds, and returns its exit
