@@ -7,9 +7,11 @@
 //! should also stop between two keys, with its journal and report complete, rather than
 //! anywhere. So logins and the carrying of keys run under a [`Hold`]: a signal that comes
 //! meanwhile is noted, the work stops at its next boundary ([`requested`]), and the signal
-//! takes its default course when the last hold ends. Outside a hold, the signals act as if
-//! never hooked. SIGKILL and power loss cannot be held off; the journal and resume cover
-//! those, except inside a SoftHSMv2 login, which nothing outside SoftHSMv2 can protect.
+//! takes its default course when the last hold is released there (a hold dropped on an
+//! error's way out raises nothing, so the error is reported). Outside a hold, the signals
+//! act as if never hooked. SIGKILL and power loss cannot be held off; the journal and
+//! resume cover those, except inside a SoftHSMv2 login, which nothing outside SoftHSMv2
+//! can protect.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -50,7 +52,7 @@ fn hooks() -> Option<&'static Hooks> {
         .as_ref()
 }
 
-/// Holds the signals off until dropped; see the module documentation.
+/// Holds the signals off until released or dropped; see the module documentation.
 #[must_use = "the signals are held off only while the hold lives"]
 pub struct Hold(Option<&'static Hooks>);
 
@@ -65,27 +67,39 @@ pub fn hold() -> Hold {
     Hold(hooks)
 }
 
-impl Drop for Hold {
-    fn drop(&mut self) {
-        let Some(hooks) = self.0 else {
-            return;
-        };
-        let mut holds = hooks.holds.lock().unwrap_or_else(PoisonError::into_inner);
-        *holds = holds.saturating_sub(1);
-        if *holds > 0 {
-            return;
-        }
-        hooks.armed.store(true, Ordering::SeqCst);
-        let signal = hooks.pending.swap(0, Ordering::SeqCst);
-        drop(holds);
-        if let Ok(signal) = i32::try_from(signal)
-            && signal != 0
-        {
-            // Ends the process as the signal would have; returns only for a signal the
-            // table does not know, which SIGNALS rules out.
+impl Hold {
+    /// Ends the hold once the work reached a boundary: when it was the last one, a signal
+    /// that came meanwhile now takes its default course (the process ends by it).
+    pub fn release(mut self) {
+        if let Some(signal) = self.0.take().and_then(end) {
+            // Returns only for a signal the table does not know, which SIGNALS rules out.
             let _ = signal_hook::low_level::emulate_default_handler(signal);
         }
     }
+}
+
+impl Drop for Hold {
+    /// Ends a hold left early, on an error on its way out: the signals act by default again
+    /// from here, but one that came meanwhile is not raised, so that the error is reported.
+    fn drop(&mut self) {
+        if let Some(hooks) = self.0.take() {
+            end(hooks);
+        }
+    }
+}
+
+/// Ends one hold; when it was the last, re-arms the signals and returns the one that came
+/// during the holds, if any.
+fn end(hooks: &Hooks) -> Option<i32> {
+    let mut holds = hooks.holds.lock().unwrap_or_else(PoisonError::into_inner);
+    *holds = holds.saturating_sub(1);
+    if *holds > 0 {
+        return None;
+    }
+    hooks.armed.store(true, Ordering::SeqCst);
+    i32::try_from(hooks.pending.swap(0, Ordering::SeqCst))
+        .ok()
+        .filter(|&signal| signal != 0)
 }
 
 /// The name of a signal that came during the current hold, if one did: long work stops at

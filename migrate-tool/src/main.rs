@@ -602,7 +602,7 @@ fn migrate_command(args: &MigrateArgs) -> Result<u8, MigrateError> {
         );
     }
     // A signal held off ends the process here, as it would have.
-    drop(hold);
+    hold.release();
     Ok(code)
 }
 
@@ -878,7 +878,7 @@ fn retire_command(args: &cli::RetireArgs) -> Result<u8, MigrateError> {
         );
     }
     // A signal held off ends the process here, as it would have.
-    drop(hold);
+    hold.release();
     let troubled = reports
         .iter()
         .any(|report| matches!(report.status.as_str(), "refused" | "failed"));

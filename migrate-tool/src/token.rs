@@ -296,7 +296,7 @@ impl Found {
             // SoftHSMv2 rewrites its token file in place during C_Login: see `interrupt`.
             let held = crate::interrupt::hold();
             let login = self.session.login(UserType::User, Some(&auth));
-            drop(held);
+            held.release();
             match login {
                 Ok(()) => {}
                 Err(cryptoki::error::Error::Pkcs11(
