@@ -175,8 +175,21 @@ fn main() {
                 Err(err) => println!("{:?}", rv::<()>(Err(err))),
             }
         }
+        // Reads a live token file here, not in the test process: closing a second SQLite
+        // copy's connection there would drop the locks its module holds on the file
+        // (POSIX locks are per process), and the next process to open it would truncate
+        // the shared-memory file under the module's mapping (SIGBUS).
+        ["query", file, sql] => {
+            let conn = rusqlite::Connection::open_with_flags(
+                file,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .unwrap();
+            let text: String = conn.query_row(sql, [], |row| row.get(0)).unwrap();
+            println!("{text}");
+        }
         _ => {
-            eprintln!("usage: kf-worker create TOKEN PREFIX COUNT | list TOKEN data|keys | login TOKEN | so-login TOKEN | flags TOKEN | timing TOKEN LABEL | slots | token-info SLOT_ID | encrypt TOKEN | set-encrypt TOKEN LABEL true|false | destroy TOKEN LABEL");
+            eprintln!("usage: kf-worker create TOKEN PREFIX COUNT | list TOKEN data|keys | login TOKEN | so-login TOKEN | flags TOKEN | timing TOKEN LABEL | slots | token-info SLOT_ID | encrypt TOKEN | set-encrypt TOKEN LABEL true|false | destroy TOKEN LABEL | query FILE SQL");
             std::process::exit(2);
         }
     }
