@@ -29,6 +29,17 @@ pub struct Module {
     pub raw: RawModule,
 }
 
+impl Drop for Module {
+    /// `C_Finalize` once no token of the module is left: the module lets go of what it
+    /// holds. Without it keyferry never closes its token files, so SQLite neither
+    /// checkpoints nor removes their write-ahead logs, and the next process to open them
+    /// replays those logs first.
+    fn drop(&mut self) {
+        // Nothing is left to act on a failure: every session is already closed.
+        let _ = self.pkcs11.clone().finalize();
+    }
+}
+
 /// Modules by path, so that two tokens of one module share one C_Initialize.
 #[derive(Default)]
 pub struct Modules {
@@ -99,6 +110,9 @@ pub struct TokenFacts {
 
 /// An open, logged-in token.
 pub struct Token {
+    /// A read-write session, logged in as the user when the token needs it. First, so
+    /// that it closes before the module below may be finalized.
+    pub session: Session,
     /// "--from", "--to", "the token".
     pub who: String,
     /// The URI it was named by (canonical, without PIN).
@@ -109,8 +123,6 @@ pub struct Token {
     pub slot: Slot,
     /// Label, serial and so on.
     pub facts: TokenFacts,
-    /// A read-write session, logged in as the user when the token needs it.
-    pub session: Session,
 }
 
 /// The module a URI names: module-path, else `KEYFERRY_MODULE`, else keyferry beside the
