@@ -1,5 +1,8 @@
 //! Spec names for the numbers tokens speak in (CKR_, CKA_, CKM_, CKO_, CKK_), for reports.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
+
 use cryptoki::error::{Rv, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::object::{AttributeType, KeyType, ObjectClass};
@@ -59,7 +62,21 @@ fn screaming_snake(camel: &str) -> String {
 }
 
 /// "CKA_LABEL" for 0x3.
-pub fn attribute(kind: CK_ATTRIBUTE_TYPE) -> String {
+///
+/// Each name is made once and kept: a migration's plan and report name the same few dozen
+/// attributes for every object, and the tool only ever asks about a bounded set.
+pub fn attribute(kind: CK_ATTRIBUTE_TYPE) -> &'static str {
+    static NAMES: OnceLock<Mutex<HashMap<CK_ATTRIBUTE_TYPE, &'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    names
+        .entry(kind)
+        .or_insert_with(|| String::leak(attribute_name(kind)))
+}
+
+fn attribute_name(kind: CK_ATTRIBUTE_TYPE) -> String {
     match kind {
         cryptoki_sys::CKA_WRAP_TEMPLATE => return "CKA_WRAP_TEMPLATE".to_owned(),
         cryptoki_sys::CKA_UNWRAP_TEMPLATE => return "CKA_UNWRAP_TEMPLATE".to_owned(),

@@ -47,7 +47,7 @@ impl Action {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Matrix {
     /// Equal on the destination.
-    pub preserved: Vec<String>,
+    pub preserved: Vec<&'static str>,
     /// Different on the destination (token-computed, or changed by the target), "CKA_X: why".
     pub changed: Vec<String>,
     /// Not on the destination, "CKA_X: why".

@@ -207,7 +207,10 @@ pub fn fix_drift(
                     .map(|value| crate::p11raw::RawAttribute::bytes(kind, value.to_vec()))
             })
             .collect();
-        let names: Vec<String> = kinds.iter().map(|&kind| names::attribute(kind)).collect();
+        let names: Vec<String> = kinds
+            .iter()
+            .map(|&kind| names::attribute(kind).to_owned())
+            .collect();
         let outcome = target
             .module
             .raw

@@ -236,7 +236,7 @@ fn try_each(
         if let Err(err) = attempt(&with) {
             refusals.push(Refusal {
                 class: names::class(class),
-                attribute: names::attribute(kind),
+                attribute: names::attribute(kind).to_owned(),
                 rv: names::rv(err.rv),
             });
         }
