@@ -31,7 +31,7 @@
 //! between its appends, but two processes appending at the same instant fork the chain.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -127,6 +127,8 @@ pub struct AuditLog {
     host: String,
     /// Under group commit, when the entries written so far were last made durable.
     group_commit: Option<Instant>,
+    /// Events deferred with their time, chained and written together at the next `flush`.
+    deferred: Vec<(String, Event)>,
 }
 
 /// How long an entry may wait for its fsync under group commit.
@@ -136,7 +138,7 @@ impl Drop for AuditLog {
     fn drop(&mut self) {
         if self.group_commit.is_some() {
             // Best effort: `sync` already ran at the end of every complete run.
-            let _ = self.file.sync_data();
+            let _ = self.sync();
         }
     }
 }
@@ -147,6 +149,12 @@ impl AuditLog {
     /// to a tampered log. A torn final line without '\n' (crash mid-append) is truncated away
     /// (to just after the last '\n'), once the lines before it verify.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
+        Self::open_read(path, None)
+    }
+
+    /// Opens the log for appending; `read` is its chain as read ahead, and whether it was
+    /// read to the end of the file: the whole file is read again when it has changed since.
+    fn open_read(path: &Path, read: Option<(Chain, u64)>) -> Result<Self, AuditError> {
         let file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -154,7 +162,14 @@ impl AuditLog {
             .mode(0o600)
             .open(path)
             .map_err(|source| io_error(path, source))?;
-        let head = read_chain(path, BufReader::new(&file), 0)?;
+        let len = file
+            .metadata()
+            .map_err(|source| io_error(path, source))?
+            .len();
+        let head = match read {
+            Some((chain, read_len)) if read_len == len => chain,
+            _ => read_chain(path, BufReader::new(&file), 0)?,
+        };
         if head.torn_line.is_some() {
             // `append` returns only after sync_data, so a line without its newline was never
             // acknowledged to anyone: it goes, and the next entry starts on a line of its own.
@@ -174,20 +189,22 @@ impl AuditLog {
             user: user_name(),
             host: host_name(),
             group_commit: None,
+            deferred: Vec::new(),
         })
     }
 
-    /// From now on, entries are written at once but fsync'd together, at most
-    /// `GROUP_COMMIT` after they were written and always by `sync` (a killed process loses
-    /// nothing written; only a crash of the machine can lose the last entries, and the
-    /// chain of those before them still verifies). For `migrate`, whose objects are found
-    /// again by identity on resume.
+    /// From now on, entries are fsync'd together, at most `GROUP_COMMIT` after they were
+    /// written and always by `sync` (only a crash of the machine can lose the last entries
+    /// written, and the chain of those before them still verifies), and `defer` may hold
+    /// entries back until the next `flush`. For `migrate`, whose objects are found again by
+    /// identity on resume.
     pub fn group_commit(&mut self) {
         self.group_commit = Some(Instant::now());
     }
 
-    /// Makes every entry written so far durable.
+    /// Makes every entry appended or deferred so far durable.
     pub fn sync(&mut self) -> Result<(), AuditError> {
+        self.flush()?;
         self.file
             .sync_data()
             .map_err(|source| io_error(&self.path, source))?;
@@ -197,45 +214,80 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Appends one entry, write_all + sync_data before returning (unless under group
-    /// commit); returns the entry.
+    /// Appends one entry (and any deferred before it), write_all + sync_data before
+    /// returning (unless under group commit); returns the entry.
     pub fn append(&mut self, event: Event) -> Result<Entry, AuditError> {
+        self.defer(event);
+        // `defer` has just added an event, so there is a last entry written.
+        Ok(self
+            .write_deferred()?
+            .expect("the event just deferred is written"))
+    }
+
+    /// Records `event` at this time, to be chained and written with the others deferred at
+    /// the next `flush`, `sync` or `append`: one write for a batch of objects.
+    pub fn defer(&mut self, event: Event) {
+        self.deferred.push((rfc3339_utc(now_seconds()), event));
+    }
+
+    /// Writes the deferred entries.
+    pub fn flush(&mut self) -> Result<(), AuditError> {
+        self.write_deferred().map(drop)
+    }
+
+    /// Chains the deferred events onto the log's head (another writer's entries included)
+    /// and writes them in one write, fsync'd unless group commit lets them wait; returns
+    /// the last entry written.
+    fn write_deferred(&mut self) -> Result<Option<Entry>, AuditError> {
+        if self.deferred.is_empty() {
+            return Ok(None);
+        }
+        let deferred = std::mem::take(&mut self.deferred);
         self.catch_up()?;
-        let mut entry = Entry {
-            // Cannot overflow: `last_seq` counts lines that were read or written.
-            seq: self.last_seq + 1,
-            time: rfc3339_utc(now_seconds()),
-            user: self.user.clone(),
-            host: self.host.clone(),
-            event,
-            prev: self.last_hash.clone(),
-            hash: String::new(),
-        };
-        entry.hash = chain_hash(&entry).map_err(|err| io_error(&self.path, err.into()))?;
-        let mut line =
-            serde_json::to_vec(&entry).map_err(|err| io_error(&self.path, err.into()))?;
-        line.push(b'\n');
+        let mut lines = Vec::new();
+        let mut last: Option<Entry> = None;
+        for (time, event) in deferred {
+            let mut entry = Entry {
+                // Cannot overflow: the sequence counts lines that were read or written.
+                seq: last.as_ref().map_or(self.last_seq, |entry| entry.seq) + 1,
+                time,
+                user: self.user.clone(),
+                host: self.host.clone(),
+                event,
+                prev: last
+                    .as_ref()
+                    .map_or_else(|| self.last_hash.clone(), |entry| entry.hash.clone()),
+                hash: String::new(),
+            };
+            entry.hash = chain_hash(&entry).map_err(|err| io_error(&self.path, err.into()))?;
+            serde_json::to_writer(&mut lines, &entry)
+                .map_err(|err| io_error(&self.path, err.into()))?;
+            lines.push(b'\n');
+            last = Some(entry);
+        }
         let due = self
             .group_commit
             .is_none_or(|synced| synced.elapsed() >= GROUP_COMMIT);
-        if let Err(source) = self.file.write_all(&line).and_then(|()| {
+        if let Err(source) = self.file.write_all(&lines).and_then(|()| {
             if due {
                 self.file.sync_data()?;
             }
             Ok(())
         }) {
             // Take back a partial line so the next entry does not run into it; the caller
-            // learns that this one was not recorded.
+            // learns that these were not recorded.
             let _ = self.file.set_len(self.len);
             return Err(io_error(&self.path, source));
         }
         if due && self.group_commit.is_some() {
             self.group_commit = Some(Instant::now());
         }
-        self.len += line.len() as u64;
-        self.last_seq = entry.seq;
-        self.last_hash.clone_from(&entry.hash);
-        Ok(entry)
+        self.len += lines.len() as u64;
+        if let Some(entry) = &last {
+            self.last_seq = entry.seq;
+            self.last_hash.clone_from(&entry.hash);
+        }
+        Ok(last)
     }
 
     /// The log file.
@@ -276,6 +328,47 @@ impl AuditLog {
         self.last_seq = head.entries;
         self.last_hash = head.hash;
         Ok(())
+    }
+}
+
+/// An audit log being read and checked on another thread, so that a long log costs no
+/// time while the caller opens its tokens; [`Prepared::open`] then opens it for appending.
+pub struct Prepared {
+    path: PathBuf,
+    reading: std::thread::JoinHandle<Result<Option<(Chain, u64)>, AuditError>>,
+}
+
+impl Prepared {
+    /// Starts reading `path` (a log that does not exist yet reads as empty). Reading
+    /// writes nothing: a run that stops before [`Prepared::open`] leaves no file behind.
+    pub fn start(path: &Path) -> Self {
+        let owned = path.to_owned();
+        let reading = std::thread::spawn(move || {
+            let file = match File::open(&owned) {
+                Ok(file) => file,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(source) => return Err(io_error(&owned, source)),
+            };
+            let len = file
+                .metadata()
+                .map_err(|source| io_error(&owned, source))?
+                .len();
+            let chain = read_chain(&owned, BufReader::new(file.take(len)), 0)?;
+            Ok(Some((chain, len)))
+        });
+        Self {
+            path: path.to_owned(),
+            reading,
+        }
+    }
+
+    /// [`AuditLog::open`], with the chain read ahead unless the file changed meanwhile.
+    pub fn open(self) -> Result<AuditLog, AuditError> {
+        let read = self
+            .reading
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        AuditLog::open_read(&self.path, read)
     }
 }
 
@@ -396,12 +489,25 @@ fn check_line(text: &[u8], line: usize, last_seq: u64, last_hash: &str) -> Resul
             format!("prev does not match line {}'s hash", line.saturating_sub(1))
         });
     }
-    let hash = chain_hash(&entry).map_err(|err| format!("cannot be re-serialized: {err}"))?;
+    let reserialized = |err: serde_json::Error| format!("cannot be re-serialized: {err}");
+    let canonical = serde_json::to_vec(&entry).map_err(reserialized)?;
+    let hash = if canonical == text {
+        // The line is the entry's serialization, `hash` last: its bytes are hashed with the
+        // hash's value cut out (the module doc's rule) instead of serializing it again.
+        let sealed = serde_json::to_vec(&entry.hash).map_err(reserialized)?;
+        let unsealed = &text[..text.len() - sealed.len() - 1];
+        hex::encode(
+            Sha256::new()
+                .chain_update(unsealed)
+                .chain_update(b"\"\"}")
+                .finalize(),
+        )
+    } else {
+        chain_hash(&entry).map_err(reserialized)?
+    };
     if entry.hash != hash {
         return Err("edited: hash does not match its contents".to_owned());
     }
-    let canonical =
-        serde_json::to_vec(&entry).map_err(|err| format!("cannot be re-serialized: {err}"))?;
     if canonical != text {
         return Err("edited: not written the way keyferry writes it \
                     (an added or reordered key, or changed spacing)"
@@ -848,6 +954,95 @@ mod tests {
             Ok(_) => panic!("a tampered log was opened"),
         }
         assert_eq!(std::fs::read(&path).unwrap(), tampered);
+    }
+
+    #[test]
+    fn deferred_entries_wait_for_flush_and_chain_onto_another_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut batched = AuditLog::open(&path).unwrap();
+        batched.group_commit();
+        let mut other = AuditLog::open(&path).unwrap();
+        batched.defer(event("migrate.move", "a"));
+        batched.defer(event("migrate.move", "b"));
+        assert!(lines(&path).is_empty(), "nothing is written before flush");
+        // Another writer appends between the deferral and the flush.
+        let first = other.append(event("retire.destroy", "x")).unwrap();
+        batched.flush().unwrap();
+        let written = lines(&path);
+        assert_eq!(written.len(), 3);
+        let a: Entry = serde_json::from_str(&written[1]).unwrap();
+        let b: Entry = serde_json::from_str(&written[2]).unwrap();
+        assert_eq!((a.seq, b.seq), (2, 3));
+        assert_eq!(a.prev, first.hash);
+        assert_eq!(a.event.objects, ["a"]);
+        assert_eq!(b.prev, a.hash);
+        assert_eq!(verify(&path, Some(&b.hash)).unwrap().entries, 3);
+        // A flush with nothing deferred writes nothing.
+        batched.flush().unwrap();
+        assert_eq!(lines(&path).len(), 3);
+    }
+
+    #[test]
+    fn a_handle_dropped_with_entries_deferred_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut log = AuditLog::open(&path).unwrap();
+        log.group_commit();
+        log.defer(event("migrate.move", "a"));
+        drop(log);
+        assert_eq!(verify(&path, None).unwrap().entries, 1);
+    }
+
+    #[test]
+    fn a_log_read_ahead_opens_at_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, entries) = three(&dir);
+        let mut log = Prepared::start(&path).open().unwrap();
+        let fourth = log.append(event("rekey.generate", "kek-2026")).unwrap();
+        assert_eq!(fourth.seq, 4);
+        assert_eq!(fourth.prev, entries[2].hash);
+        // A log that does not exist yet is read as empty and made at `open`, not before.
+        let fresh = dir.path().join("fresh.jsonl");
+        let prepared = Prepared::start(&fresh);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!fresh.exists(), "reading ahead wrote nothing");
+        let mut log = prepared.open().unwrap();
+        assert_eq!(log.append(event("migrate.move", "a")).unwrap().seq, 1);
+    }
+
+    #[test]
+    fn a_log_read_ahead_is_read_again_when_it_changed_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = three(&dir);
+        let fourth = AuditLog::open(&path)
+            .unwrap()
+            .append(event("retire.destroy", "kek-2024"))
+            .unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        // The read ahead finds another writer's fourth line half written...
+        std::fs::write(&path, &whole[..whole.len() - 20]).unwrap();
+        let prepared = Prepared::start(&path);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // ...which is complete by the time the log is opened: it must stay.
+        std::fs::write(&path, &whole).unwrap();
+        let fifth = prepared
+            .open()
+            .unwrap()
+            .append(event("rekey.generate", "kek-2026"))
+            .unwrap();
+        assert_eq!(fifth.seq, 5);
+        assert_eq!(fifth.prev, fourth.hash);
+        // And a tampered log found by the read ahead is refused, untouched.
+        let mut text = lines(&path);
+        text[0] = text[0].replace(r#""result":"ok""#, r#""result":"failed""#);
+        write_lines(&path, &text);
+        match Prepared::start(&path).open() {
+            Err(AuditError::Broken { line, .. }) => assert_eq!(line, 1),
+            Err(other) => panic!("expected Broken, got {other:?}"),
+            Ok(_) => panic!("a tampered log was opened"),
+        }
+        assert_eq!(lines(&path), text);
     }
 
     #[test]
