@@ -320,7 +320,7 @@ impl Identity {
     /// A search template that finds this object on a token (refined by `find`).
     fn template(&self) -> Vec<cryptoki::object::Attribute> {
         use cryptoki::object::{Attribute, KeyType, ObjectClass};
-        let mut template = vec![Attribute::Label(self.label.clone())];
+        let mut template = vec![Attribute::Token(true), Attribute::Label(self.label.clone())];
         if let Ok(class) = ObjectClass::try_from(self.class) {
             template.push(Attribute::Class(class));
         }
@@ -403,12 +403,13 @@ const LISTED_CLASSES: &[ObjectClass] = &[
     ObjectClass::DATA,
 ];
 
-/// Every object on the token the session can see.
+/// Every token object the session can see (never this process's own session objects:
+/// the probes and transport keys, which may come and go on other sessions meanwhile).
 pub fn list(token: &Token) -> Result<Vec<Object>, MigrateError> {
     Ok(list_up_to(token, usize::MAX)?.unwrap_or_default())
 }
 
-/// Every object on the token, or `None` without reading any when there are more than
+/// Every token object, or `None` without reading any when there are more than
 /// `limit`.
 pub fn list_up_to(token: &Token, limit: usize) -> Result<Option<Vec<Object>>, MigrateError> {
     let search = |template: &[Attribute]| {
@@ -419,12 +420,12 @@ pub fn list_up_to(token: &Token, limit: usize) -> Result<Option<Vec<Object>>, Mi
     };
     let mut classes: HashMap<CK_OBJECT_HANDLE, CK_OBJECT_CLASS> = HashMap::new();
     for &class in LISTED_CLASSES {
-        for handle in search(&[Attribute::Class(class)])? {
+        for handle in search(&[Attribute::Token(true), Attribute::Class(class)])? {
             classes.insert(handle.handle(), CK_OBJECT_CLASS::from(class));
         }
     }
     // Every object, in the token's order; those of other classes read their class.
-    let handles = search(&[])?;
+    let handles = search(&[Attribute::Token(true)])?;
     if handles.len() > limit {
         return Ok(None);
     }

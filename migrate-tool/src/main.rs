@@ -37,7 +37,7 @@ use crate::error::MigrateError;
 use crate::journal::{Journal, RunHeader};
 use crate::plan::{Action, Plan, Selection};
 use crate::report::ObjectReport;
-use crate::token::{Modules, Token};
+use crate::token::{Modules, Token, TokenFacts};
 use crate::transport::{KekAgreement, Profile};
 use crate::uri::TokenUri;
 
@@ -321,20 +321,26 @@ fn make_plan(
             args.transport,
             Some(KekAgreement::RsaAes | KekAgreement::RsaOaep)
         );
-    // The destination is probed on a session of its own while the source is read.
+    // Both tokens are probed, each on a session of its own, while the source is read.
     let (objects, mut source_profile, mut destination_profile) = std::thread::scope(|scope| {
-        let destination_probe = destination
-            .fork()
-            .ok()
-            .map(|other| scope.spawn(move || transport::probe(&other, &other.session, deep)));
-        let objects = plan::selected(source, selection);
-        let source_profile = transport::probe(source, &source.session, deep);
-        let destination_profile = match destination_probe {
-            Some(probing) => probing
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            None => transport::probe(destination, &destination.session, deep),
+        let probing = |token: &Token| {
+            token
+                .fork()
+                .ok()
+                .map(|other| scope.spawn(move || transport::probe(&other, &other.session, deep)))
         };
+        let (source_probe, destination_probe) = (probing(source), probing(destination));
+        let objects = plan::selected(source, selection);
+        let probed = |token: &Token, probe: Option<std::thread::ScopedJoinHandle<'_, Profile>>| {
+            match probe {
+                Some(probing) => probing
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                None => transport::probe(token, &token.session, deep),
+            }
+        };
+        let source_profile = probed(source, source_probe);
+        let destination_profile = probed(destination, destination_probe);
         (objects, source_profile, destination_profile)
     });
     let objects = objects?;
@@ -358,15 +364,34 @@ fn make_plan(
     )
 }
 
+/// What a report says of the two tokens, apart from them, so that they can close while
+/// it is written.
+struct Ends {
+    from: TokenFacts,
+    to: TokenFacts,
+    from_described: String,
+    to_described: String,
+}
+
+impl Ends {
+    fn of(source: &Token, destination: &Token) -> Self {
+        Self {
+            from: source.facts.clone(),
+            to: destination.facts.clone(),
+            from_described: source.describe(),
+            to_described: destination.describe(),
+        }
+    }
+}
+
 fn print_plan_header(
     out: &mut impl Write,
-    source: &Token,
-    destination: &Token,
+    ends: &Ends,
     plan: &Plan,
     verbose: bool,
 ) -> std::io::Result<()> {
-    writeln!(out, "from: {}", source.describe())?;
-    writeln!(out, "to:   {}", destination.describe())?;
+    writeln!(out, "from: {}", ends.from_described)?;
+    writeln!(out, "to:   {}", ends.to_described)?;
     match &plan.transport {
         Ok(transport) => writeln!(
             out,
@@ -428,9 +453,9 @@ fn profile_text(profile: &Profile) -> String {
     text
 }
 
-fn plan_json(source: &Token, destination: &Token, plan: &Plan) -> serde_json::Value {
+fn plan_json(ends: &Ends, plan: &Plan) -> serde_json::Value {
     serde_json::json!({"type": "plan", "data": {
-        "from": source.facts, "to": destination.facts,
+        "from": ends.from, "to": ends.to,
         "transport": plan.transport.as_ref().ok(),
         "transport_error": plan.transport.as_ref().err(),
         "profiles": {"source": plan.source_profile, "destination": plan.destination_profile},
@@ -457,8 +482,9 @@ fn plan_command(args: &PairArgs) -> Result<u8, MigrateError> {
         .map(|entry| ObjectReport::planned(entry, plan.transport.as_ref().ok()))
         .collect();
     let mut out = std::io::stdout().lock();
+    let ends = Ends::of(&source, &destination);
     if args.json {
-        writeln!(out, "{}", plan_json(&source, &destination, &plan)).map_err(stdout_error)?;
+        writeln!(out, "{}", plan_json(&ends, &plan)).map_err(stdout_error)?;
         report::write_json(
             &mut out,
             &plan_reports_as_actions(reports),
@@ -466,8 +492,7 @@ fn plan_command(args: &PairArgs) -> Result<u8, MigrateError> {
         )
         .map_err(stdout_error)?;
     } else {
-        print_plan_header(&mut out, &source, &destination, &plan, args.verbose)
-            .map_err(stdout_error)?;
+        print_plan_header(&mut out, &ends, &plan, args.verbose).map_err(stdout_error)?;
         report::write_table(&mut out, &plan_reports_as_actions(reports), args.verbose)
             .map_err(stdout_error)?;
     }
@@ -519,11 +544,13 @@ fn migrate_command(args: &MigrateArgs) -> Result<u8, MigrateError> {
             (run, path, from, to, Selection::new(&pair.select)?, false)
         }
     };
+    // The audit log is read and checked while the tokens are opened and the plan is made.
+    let audit = (!args.dry_run).then(|| audit::Prepared::start(&args.audit.audit_log));
     let mut modules = Modules::default();
     let (source, destination) = open_pair(&mut modules, &from, &to)?;
     let plan = make_plan(&source, &destination, &selection, pair)?;
     let mut out = std::io::stdout().lock();
-    if args.dry_run {
+    let Some(audit) = audit else {
         let reports: Vec<ObjectReport> = plan
             .entries
             .iter()
@@ -531,19 +558,18 @@ fn migrate_command(args: &MigrateArgs) -> Result<u8, MigrateError> {
             .collect();
         return finish(
             &mut out,
-            &source,
-            &destination,
+            &Ends::of(&source, &destination),
             &plan,
             &reports,
             pair,
             serde_json::json!({"dry_run": true}),
             None,
         );
-    }
+    };
     // From here a signal stops the run between two keys, journal and report complete.
     let hold = interrupt::hold();
     // Before the journal: a log that does not verify stops the run with nothing written.
-    let mut audit = audit::AuditLog::open(&args.audit.audit_log)?;
+    let mut audit = audit.open()?;
     let (mut journal, done) = if resumed {
         let (journal, recorded) = Journal::resume(&journal_path)?;
         (journal, recorded.states)
@@ -577,18 +603,18 @@ fn migrate_command(args: &MigrateArgs) -> Result<u8, MigrateError> {
     journal.append(&journal::Line::Finished {
         summary: serde_json::to_value(&counts).unwrap_or_default(),
     })?;
+    journal.flush()?;
     let extra =
         serde_json::json!({"run": run, "journal": journal.path(), "audit_log": audit.path()});
-    let code = finish(
-        &mut out,
-        &source,
-        &destination,
-        &plan,
-        &reports,
-        pair,
-        extra,
-        Some(&run),
-    )?;
+    let ends = Ends::of(&source, &destination);
+    let code = std::thread::scope(|scope| {
+        // The tokens close (C_Finalize: keyferry checkpoints its token files) while the
+        // report is written and the plan let go of, each about as long.
+        scope.spawn(move || drop((source, destination, modules)));
+        let code = finish(&mut out, &ends, &plan, &reports, pair, extra, Some(&run));
+        drop(plan);
+        code
+    })?;
     out.flush().map_err(stdout_error)?;
     if let Some(signal) = interrupt::requested() {
         let left = reports
@@ -606,11 +632,9 @@ fn migrate_command(args: &MigrateArgs) -> Result<u8, MigrateError> {
     Ok(code)
 }
 
-#[allow(clippy::too_many_arguments)] // one call site each in plan and migrate; a struct would only rename them
 fn finish(
     out: &mut impl Write,
-    source: &Token,
-    destination: &Token,
+    ends: &Ends,
     plan: &Plan,
     reports: &[ObjectReport],
     pair: &PairArgs,
@@ -618,10 +642,10 @@ fn finish(
     run: Option<&str>,
 ) -> Result<u8, MigrateError> {
     if pair.json {
-        writeln!(out, "{}", plan_json(source, destination, plan)).map_err(stdout_error)?;
+        writeln!(out, "{}", plan_json(ends, plan)).map_err(stdout_error)?;
         report::write_json(out, reports, extra).map_err(stdout_error)?;
     } else {
-        print_plan_header(out, source, destination, plan, pair.verbose).map_err(stdout_error)?;
+        print_plan_header(out, ends, plan, pair.verbose).map_err(stdout_error)?;
         report::write_table(out, reports, pair.verbose).map_err(stdout_error)?;
         if let Some(run) = run {
             writeln!(

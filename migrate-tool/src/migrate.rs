@@ -92,6 +92,15 @@ const BATCH: usize = 16;
 /// few enough that memory stays flat however many objects a plan holds.
 const BOOKKEEPING_BACKLOG: usize = 16;
 
+/// Keys the source may wrap ahead of the destination's unwraps.
+const WRAPPED_AHEAD: usize = 32;
+
+/// Whether `entry` is wrapped ahead, on a source session of its own: it moves under the
+/// link's transport key (not by RSA-OAEP straight to the destination's key).
+fn wrapped_ahead(entry: &Entry) -> bool {
+    entry.action == Action::Move && entry.direct.is_none()
+}
+
 /// What became of one plan entry at the tokens, handed to the bookkeeping.
 enum Outcome {
     /// Skipped, a conflict or refused: nothing was asked of the tokens.
@@ -173,6 +182,29 @@ pub fn execute(
     let reports = std::thread::scope(|scope| {
         let (outcomes, received) = std::sync::mpsc::sync_channel(BOOKKEEPING_BACKLOG);
         let keeper = scope.spawn(move || books.keep(&received));
+        // The source wraps the next keys while the destination unwraps and proves this one,
+        // so that the two tokens work side by side; without a second source session every
+        // key is wrapped in turn here.
+        let (wrapped, blobs) = std::sync::mpsc::sync_channel(WRAPPED_AHEAD);
+        let feeder = link
+            .as_ref()
+            .and_then(Link::wrapper)
+            .filter(|_| plan.entries.iter().any(wrapped_ahead))
+            .and_then(|wrapper| Some((wrapper, source.fork().ok()?)));
+        let feeding = feeder.is_some();
+        if let Some((wrapper, other)) = feeder {
+            scope.spawn(move || {
+                for entry in plan.entries.iter().filter(|entry| wrapped_ahead(entry)) {
+                    if wrapped
+                        .send(wrapper.wrap(&other, entry.object.handle))
+                        .is_err()
+                    {
+                        // The run stopped: the keys wrapped ahead are not needed.
+                        break;
+                    }
+                }
+            });
+        }
         let mut stop = false;
         let mut batch = Vec::with_capacity(BATCH);
         for entry in &plan.entries {
@@ -181,10 +213,14 @@ pub fn execute(
             let outcome = match entry.action {
                 Action::Move | Action::Copy if stop => Outcome::NotAttempted,
                 Action::Move | Action::Copy => {
+                    // None if the feeder is gone (it stops only when this loop does).
+                    let blob = (feeding && wrapped_ahead(entry))
+                        .then(|| blobs.recv().ok())
+                        .flatten();
                     let (reached, result) = carry(
                         source,
                         destination,
-                        entry,
+                        (entry, blob),
                         link.as_ref(),
                         &plan.destination_profile,
                     );
@@ -206,6 +242,8 @@ pub fn execute(
                 break;
             }
         }
+        // Lets a feeder still wrapping ahead of a stopped run end.
+        drop(blobs);
         // A send that fails finds the bookkeeping stopped on an error, which `join` returns.
         let _ = outcomes.send(batch);
         drop(outcomes);
@@ -236,8 +274,17 @@ impl Books<'_> {
         outcomes: &std::sync::mpsc::Receiver<Vec<Outcome>>,
     ) -> Result<Vec<ObjectReport>, MigrateError> {
         let mut reports = Vec::with_capacity(self.plan.entries.len());
-        for (entry, outcome) in self.plan.entries.iter().zip(outcomes.iter().flatten()) {
-            reports.push(self.record(entry, outcome)?);
+        let mut entries = self.plan.entries.iter();
+        for batch in outcomes {
+            // The batch first: `zip` takes from its left side first, and an entry taken
+            // past the batch's end would be lost.
+            for (outcome, entry) in batch.into_iter().zip(entries.by_ref()) {
+                reports.push(self.record(entry, outcome)?);
+            }
+            // One write each per batch: the lines of a killed run's last batch are lost,
+            // which resume needs none of (see `Journal::group_commit`).
+            self.journal.flush()?;
+            self.audit.flush()?;
         }
         self.journal.sync()?;
         self.audit.sync()?;
@@ -302,7 +349,7 @@ impl Books<'_> {
                     entry,
                     format!("ok, verified by {proof}"),
                     report.destination_unique_id.as_ref(),
-                )?;
+                );
                 report.proof = Some(proof);
             }
             Err(error) => {
@@ -315,38 +362,34 @@ impl Books<'_> {
                     destination_unique_id: None,
                     error: Some(error.clone()),
                 })?;
-                self.audit_event(entry, format!("failed: {error}"), None)?;
+                self.audit_event(entry, format!("failed: {error}"), None);
                 report.error = Some(error);
             }
         }
         Ok(report)
     }
 
-    fn audit_event(
-        &mut self,
-        entry: &Entry,
-        result: String,
-        unique_id: Option<&String>,
-    ) -> Result<(), MigrateError> {
+    /// The object's audit entry, written with its batch's.
+    fn audit_event(&mut self, entry: &Entry, result: String, unique_id: Option<&String>) {
         let mut objects = vec![entry.identity.describe()];
         objects.extend(unique_id.map(|id| format!("CKA_UNIQUE_ID {id}")));
-        self.audit.append(Event {
+        self.audit.defer(Event {
             action: format!("migrate.{}", entry.action.name()),
             token: self.destination.clone(),
             objects,
             result,
             run: Some(self.options.run.clone()),
-        })?;
-        Ok(())
+        });
     }
 }
 
-/// Moves or copies one object and proves it arrived; on a failed proof the new object
-/// goes. Returns the last step reached with the proof and the copy, or why it failed.
+/// Moves or copies one object (with its blob if it was wrapped ahead) and proves it
+/// arrived; on a failed proof the new object goes. Returns the last step reached with the
+/// proof and the copy, or why it failed.
 fn carry(
     source: &Token,
     destination: &Token,
-    entry: &Entry,
+    entry: (&Entry, Option<Blob>),
     link: Option<&Link>,
     destination_profile: &Profile,
 ) -> (State, Result<(String, Object), String>) {
@@ -362,10 +405,13 @@ fn carry(
     (reached, result)
 }
 
+/// A key wrapped on the source, or why it could not be.
+type Blob = Result<Vec<u8>, crate::p11raw::RawError>;
+
 fn carry_steps(
     source: &Token,
     destination: &Token,
-    entry: &Entry,
+    (entry, blob): (&Entry, Option<Blob>),
     link: Option<&Link>,
     destination_profile: &Profile,
     reached: &mut State,
@@ -380,9 +426,10 @@ fn carry_steps(
     let raw = &destination.module.raw;
     let handle = if entry.action == Action::Move {
         let link = link.ok_or("no transport key")?;
-        let blob = match &entry.direct {
-            Some(hash) => link.wrap_direct(&entry.object, hash),
-            None => link.wrap(&entry.object),
+        let blob = match (blob, &entry.direct) {
+            (Some(blob), _) => blob,
+            (None, Some(hash)) => link.wrap_direct(&entry.object, hash),
+            (None, None) => link.wrap(&entry.object),
         }
         .map_err(|err| format!("wrapping on the source: {err}"))?;
         *reached = State::Wrapped;

@@ -849,12 +849,18 @@ impl<'a> Link<'a> {
 
     /// Wraps the source key `key` for the destination.
     pub fn wrap_handle(&self, key: ObjectHandle) -> Result<Vec<u8>, RawError> {
-        let (wrap, _) = self.wrap_mechanism();
-        let (source_kek, _) = self.keks().map_err(|_| no_kek("C_WrapKey"))?;
-        self.source
-            .module
-            .raw
-            .wrap_key(&self.source.session, &wrap, source_kek, key)
+        self.wrapper()
+            .ok_or_else(|| no_kek("C_WrapKey"))?
+            .wrap(self.source, key)
+    }
+
+    /// What wrapping on the source takes, for a thread with a session of its own there:
+    /// the transport key is a session object (or the domain key), which every session of
+    /// this process on the source can use.
+    pub fn wrapper(&self) -> Option<Wrapper> {
+        let (mechanism, _) = self.wrap_mechanism();
+        let (kek, _) = self.keks().ok()?;
+        Some(Wrapper { mechanism, kek })
     }
 
     /// Unwraps `blob` on the destination with `template`.
@@ -868,6 +874,22 @@ impl<'a> Link<'a> {
             blob,
             template,
         )
+    }
+}
+
+/// Wraps source keys for the destination (see `Link::wrapper`).
+pub struct Wrapper {
+    mechanism: RawMechanism,
+    kek: ObjectHandle,
+}
+
+impl Wrapper {
+    /// Wraps `key` on `source`, a session on the link's source token.
+    pub fn wrap(&self, source: &Token, key: ObjectHandle) -> Result<Vec<u8>, RawError> {
+        source
+            .module
+            .raw
+            .wrap_key(&source.session, &self.mechanism, self.kek, key)
     }
 }
 
