@@ -394,7 +394,11 @@ mod tests {
         journal.group_commit();
         journal.step("k1", "key one", State::Planned).unwrap();
         journal.step("k2", "key two", State::Planned).unwrap();
-        assert_eq!(read(&path).unwrap().states.len(), 0, "not written before flush");
+        assert_eq!(
+            read(&path).unwrap().states.len(),
+            0,
+            "not written before flush"
+        );
         journal.flush().unwrap();
         journal.flush().unwrap();
         journal.step("k1", "key one", State::Verified).unwrap();

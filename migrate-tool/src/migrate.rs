@@ -42,7 +42,17 @@ pub fn progress(len: usize, message: &'static str) -> ProgressBar {
     bar
 }
 
-/// The template a destination object is created with.
+/// The template a destination object is created with; a domain clone recreates the object
+/// from its blob, and the template only places it.
+fn template_for(entry: &Entry, domain_clone: bool, profile: &Profile) -> Vec<RawAttribute> {
+    if domain_clone && entry.action == Action::Move {
+        vec![RawAttribute::flag(CKA_TOKEN, true)]
+    } else {
+        destination_template(entry, profile)
+    }
+}
+
+/// The template a destination object is created with, attribute by attribute.
 fn destination_template(entry: &Entry, destination_profile: &Profile) -> Vec<RawAttribute> {
     let object = &entry.object;
     let mut template = vec![
@@ -91,6 +101,11 @@ const BATCH: usize = 16;
 /// Batches the token loop may run ahead of the bookkeeping by: enough to keep both busy,
 /// few enough that memory stays flat however many objects a plan holds.
 const BOOKKEEPING_BACKLOG: usize = 16;
+
+/// Whether the link clones keys within one domain (the blob recreates the whole object).
+fn is_domain_clone(link: &Link) -> bool {
+    link.transport.agreement == KekAgreement::Domain
+}
 
 /// Keys the source may wrap ahead of the destination's unwraps.
 const WRAPPED_AHEAD: usize = 32;
@@ -192,13 +207,14 @@ pub fn execute(
             .filter(|_| plan.entries.iter().any(wrapped_ahead))
             .and_then(|wrapper| Some((wrapper, source.fork().ok()?)));
         let feeding = feeder.is_some();
+        let domain_clone = link.as_ref().is_some_and(is_domain_clone);
         if let Some((wrapper, other)) = feeder {
             scope.spawn(move || {
                 for entry in plan.entries.iter().filter(|entry| wrapped_ahead(entry)) {
-                    if wrapped
-                        .send(wrapper.wrap(&other, entry.object.handle))
-                        .is_err()
-                    {
+                    // Its template too: building it is work the key loop need not wait for.
+                    let template = template_for(entry, domain_clone, &plan.destination_profile);
+                    let blob = wrapper.wrap(&other, entry.object.handle);
+                    if wrapped.send(Wrapped { template, blob }).is_err() {
                         // The run stopped: the keys wrapped ahead are not needed.
                         break;
                     }
@@ -389,7 +405,7 @@ impl Books<'_> {
 fn carry(
     source: &Token,
     destination: &Token,
-    entry: (&Entry, Option<Blob>),
+    entry: (&Entry, Option<Wrapped>),
     link: Option<&Link>,
     destination_profile: &Profile,
 ) -> (State, Result<(String, Object), String>) {
@@ -405,23 +421,30 @@ fn carry(
     (reached, result)
 }
 
-/// A key wrapped on the source, or why it could not be.
-type Blob = Result<Vec<u8>, crate::p11raw::RawError>;
+/// A key wrapped ahead on the source, or why it could not be, with its template.
+struct Wrapped {
+    template: Vec<RawAttribute>,
+    blob: Result<Vec<u8>, crate::p11raw::RawError>,
+}
 
 fn carry_steps(
     source: &Token,
     destination: &Token,
-    (entry, blob): (&Entry, Option<Blob>),
+    (entry, wrapped): (&Entry, Option<Wrapped>),
     link: Option<&Link>,
     destination_profile: &Profile,
     reached: &mut State,
 ) -> Result<(String, Object), String> {
-    let domain_clone = link.is_some_and(|link| link.transport.agreement == KekAgreement::Domain);
-    // A domain clone recreates the object from its blob; the template only places it.
-    let template = if domain_clone && entry.action == Action::Move {
-        vec![RawAttribute::flag(CKA_TOKEN, true)]
-    } else {
-        destination_template(entry, destination_profile)
+    let (template, blob) = match wrapped {
+        Some(Wrapped { template, blob }) => (template, Some(blob)),
+        None => (
+            template_for(
+                entry,
+                link.is_some_and(is_domain_clone),
+                destination_profile,
+            ),
+            None,
+        ),
     };
     let raw = &destination.module.raw;
     let handle = if entry.action == Action::Move {
