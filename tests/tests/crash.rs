@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use keyferry_tests::{fresh_token, keyferry_token_dir, worker, Module};
 use serde_json::Value;
 
 const STRESS: &str = env!("CARGO_BIN_EXE_kf-stress");
+const WORKER: &str = env!("CARGO_BIN_EXE_kf-worker");
 const SIGKILL: i32 = 9;
 
 /// xorshift64*: the kill times, reproducible from the printed seed.
@@ -103,15 +104,16 @@ fn token_file(slot: cryptoki::slot::Slot) -> PathBuf {
     keyferry_token_dir().join(format!("{}.kftoken", info.serial_number().trim()))
 }
 
-fn integrity_check(file: &PathBuf) -> Vec<String> {
-    let conn = rusqlite::Connection::open(file).unwrap();
-    let mut statement = conn.prepare("PRAGMA integrity_check").unwrap();
-    let rows = statement
-        .query_map([], |row| row.get::<_, String>(0))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    rows
+/// SQLite's verdict on a token file ("ok", or its first complaint), from another process:
+/// see kf-worker's `query`.
+fn integrity_check(file: &Path) -> String {
+    worker(
+        WORKER,
+        &["query", file.to_str().unwrap(), "PRAGMA integrity_check"],
+        &[],
+    )
+    .trim()
+    .to_owned()
 }
 
 /// One writer run: starts it, SIGKILLs it after a delay drawn from `rng`, returns its
@@ -210,7 +212,7 @@ fn a_writer_killed_at_random_moments_never_loses_or_half_writes_an_object() {
              in flight {in_flight:?}"
         );
 
-        assert_eq!(integrity_check(&file), ["ok"], "{context}");
+        assert_eq!(integrity_check(&file), "ok", "{context}");
 
         let listing = worker(STRESS, &["check", &token], &[]);
         let mut found: BTreeMap<String, Value> = BTreeMap::new();

@@ -3,17 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
 use cryptoki::object::Attribute;
-use keyferry_core::token::attr::{self, Value};
 use keyferry_tests::{fresh_token, keyferry_token_dir, worker, Module};
-use pkcs11_sys::{
-    CKA_CLASS, CKA_COPYABLE, CKA_DESTROYABLE, CKA_LABEL, CKA_MODIFIABLE, CKA_PRIVATE, CKA_TOKEN,
-    CKA_UNIQUE_ID, CKO_DATA,
-};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_kf-worker");
 
-/// Add `count` public data objects to a token file in one transaction, row for row as
-/// keyferry stores them (creating them one call at a time would take minutes).
+/// Add `count` public data objects to a token file in one transaction, from another
+/// process (kf-worker's `bulk-fill`: creating them one call at a time would take minutes).
 fn bulk_fill(token: &str, count: usize) {
     let pkcs11 = Module::Keyferry.pkcs11();
     let slot = keyferry_tests::slot_of(Module::Keyferry, token);
@@ -23,40 +18,13 @@ fn bulk_fill(token: &str, count: usize) {
         .serial_number()
         .trim()
         .to_string();
-    let mut conn =
-        rusqlite::Connection::open(keyferry_token_dir().join(format!("{serial}.kftoken"))).unwrap();
-    let tx = conn.transaction().unwrap();
-    {
-        let mut insert = tx
-            .prepare("INSERT INTO objects (unique_id, class, label, ckid, private, attrs, sealed) VALUES (?1, 0, ?2, x'', 0, ?3, NULL)")
-            .unwrap();
-        for index in 0..count {
-            let label = format!("obj-{index}");
-            let unique_id = format!("bulk-{token}-{index}");
-            let row = [
-                (CKA_CLASS, Value::ulong(CKO_DATA)),
-                (CKA_TOKEN, Value::bool(true)),
-                (CKA_PRIVATE, Value::bool(false)),
-                (CKA_MODIFIABLE, Value::bool(true)),
-                (CKA_COPYABLE, Value::bool(true)),
-                (CKA_DESTROYABLE, Value::bool(true)),
-                (CKA_LABEL, Value::bytes(label.clone().into_bytes())),
-                (CKA_UNIQUE_ID, Value::bytes(unique_id.clone().into_bytes())),
-            ];
-            let attributes: Vec<_> = row
-                .into_iter()
-                .map(|(kind, value)| attr::Attribute::new(kind, value))
-                .collect();
-            insert
-                .execute(rusqlite::params![
-                    unique_id,
-                    label.as_bytes(),
-                    attr::encode(&attributes)
-                ])
-                .unwrap();
-        }
-    }
-    tx.commit().unwrap();
+    let file = keyferry_token_dir().join(format!("{serial}.kftoken"));
+    let count = count.to_string();
+    worker(
+        WORKER,
+        &["bulk-fill", file.to_str().unwrap(), token, &count],
+        &[],
+    );
 }
 
 /// The fastest of five runs of (C_Initialize + C_OpenSession, find by label), in µs.

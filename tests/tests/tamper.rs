@@ -2,12 +2,11 @@
 //! log line; every other object keeps working.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cryptoki::error::RvError;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use cryptoki::session::Session;
-use keyferry_core::token::attr::{self, Value};
 use keyferry_tests::{fresh_token, keyferry_token_dir, rv, user_session, worker, Module};
 use pkcs11_sys::{CKA_EXTRACTABLE, CKA_SENSITIVE, CK_ATTRIBUTE_TYPE};
 
@@ -27,35 +26,21 @@ fn key(session: &Session, label: &str, byte: u8) -> cryptoki::object::ObjectHand
         .unwrap()
 }
 
-/// Flip a boolean attribute of the object labelled `label`, as someone with the sqlite3
-/// CLI would: straight in the stored row.
-fn flip(token_file: &PathBuf, label: &str, kind: CK_ATTRIBUTE_TYPE) {
-    let conn = rusqlite::Connection::open(token_file).unwrap();
-    let stored: Vec<u8> = conn
-        .query_row(
-            "SELECT attrs FROM objects WHERE label = ?1",
-            [label.as_bytes()],
-            |row| row.get(0),
-        )
-        .unwrap();
-    let mut attributes = attr::decode(&stored).expect("a readable row");
-    let target = attributes
-        .iter_mut()
-        .find(|a| a.kind == kind)
-        .expect("the attribute is stored");
-    let flipped = target
-        .value
-        .as_bytes()
-        .map(|bytes| u8::from(bytes == [0]))
-        .unwrap();
-    target.value = Value::bytes(vec![flipped]);
-    let changed = conn
-        .execute(
-            "UPDATE objects SET attrs = ?1 WHERE label = ?2",
-            rusqlite::params![attr::encode(&attributes), label.as_bytes()],
-        )
-        .unwrap();
-    assert_eq!(changed, 1);
+/// Set a stored attribute of the object labelled `label`, as someone with the sqlite3 CLI
+/// would: straight in its row, from another process (see kf-worker's `set-stored`).
+fn set_stored(token_file: &Path, label: &str, kind: CK_ATTRIBUTE_TYPE, value: &[u8]) {
+    let file = token_file.to_str().unwrap();
+    let kind = kind.to_string();
+    worker(
+        WORKER,
+        &["set-stored", file, label, &kind, &hex::encode(value)],
+        &[],
+    );
+}
+
+/// Run one SQL statement on a token file from another process.
+fn exec(token_file: &Path, sql: &str) {
+    worker(WORKER, &["exec", token_file.to_str().unwrap(), sql], &[]);
 }
 
 fn token_file(session: &Session) -> PathBuf {
@@ -77,8 +62,9 @@ fn flipped_policy_attributes_are_caught_and_the_rest_of_the_token_works() {
     let sensitive = key(&session, "kept-secret", 2);
     let untouched = key(&session, "untouched", 3);
     let file = token_file(&session);
-    flip(&file, "locked-away", CKA_EXTRACTABLE);
-    flip(&file, "kept-secret", CKA_SENSITIVE);
+    // Each made the other way by `key`: not extractable, sensitive.
+    set_stored(&file, "locked-away", CKA_EXTRACTABLE, &[1]);
+    set_stored(&file, "kept-secret", CKA_SENSITIVE, &[0]);
 
     // Handles this process already holds: the objects fail authentication on reload.
     for handle in [unextractable, sensitive] {
@@ -119,12 +105,14 @@ fn a_row_whose_indexed_label_was_edited_is_refused() {
     let (slot, _) = fresh_token(Module::Keyferry, "relabel");
     let session = user_session(Module::Keyferry, slot);
     let handle = key(&session, "original", 4);
-    let conn = rusqlite::Connection::open(token_file(&session)).unwrap();
-    conn.execute(
-        "UPDATE objects SET label = ?1 WHERE label = ?2",
-        [b"renamed".as_slice(), b"original".as_slice()],
-    )
-    .unwrap();
+    exec(
+        &token_file(&session),
+        &format!(
+            "UPDATE objects SET label = x'{}' WHERE label = x'{}'",
+            hex::encode("renamed"),
+            hex::encode("original")
+        ),
+    );
     assert_eq!(
         rv(session.get_attributes(handle, &[AttributeType::Label])),
         RvError::DeviceError
@@ -148,25 +136,13 @@ fn public_objects_written_under_a_login_are_sealed_too() {
             Attribute::Value(b"trust me".to_vec()),
         ])
         .unwrap();
-    let conn = rusqlite::Connection::open(token_file(&session)).unwrap();
-    let stored: Vec<u8> = conn
-        .query_row(
-            "SELECT attrs FROM objects WHERE label = ?1",
-            [b"public-note".as_slice()],
-            |row| row.get(0),
-        )
-        .unwrap();
-    let mut attributes = attr::decode(&stored).expect("a readable row");
-    let value = attributes
-        .iter_mut()
-        .find(|a| a.kind == pkcs11_sys::CKA_VALUE)
-        .expect("stored in clear");
-    value.value = Value::bytes(b"trust ME".to_vec());
-    conn.execute(
-        "UPDATE objects SET attrs = ?1 WHERE label = ?2",
-        rusqlite::params![attr::encode(&attributes), b"public-note".as_slice()],
-    )
-    .unwrap();
+    // Stored in clear (a public object), so it can be edited in place.
+    set_stored(
+        &token_file(&session),
+        "public-note",
+        pkcs11_sys::CKA_VALUE,
+        b"trust ME",
+    );
     assert_eq!(
         rv(session.get_attributes(note, &[AttributeType::Value])),
         RvError::DeviceError
@@ -183,12 +159,13 @@ fn a_row_sqlite_cannot_even_decode_is_left_out_of_searches() {
     let session = user_session(Module::Keyferry, slot);
     key(&session, "mangled", 5);
     let kept = key(&session, "kept", 6);
-    let conn = rusqlite::Connection::open(token_file(&session)).unwrap();
-    conn.execute(
-        "UPDATE objects SET private = 'yes', attrs = 42 WHERE label = ?1",
-        [b"mangled".as_slice()],
-    )
-    .unwrap();
+    exec(
+        &token_file(&session),
+        &format!(
+            "UPDATE objects SET private = 'yes', attrs = 42 WHERE label = x'{}'",
+            hex::encode("mangled")
+        ),
+    );
     let all = session
         .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
         .unwrap();

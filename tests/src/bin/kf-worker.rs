@@ -175,8 +175,8 @@ fn main() {
                 Err(err) => println!("{:?}", rv::<()>(Err(err))),
             }
         }
-        // Reads a live token file here, not in the test process: closing a second SQLite
-        // copy's connection there would drop the locks its module holds on the file
+        // The jobs on a live token file run here, not in the test process: closing a second
+        // SQLite copy's connection there would drop the locks its module holds on the file
         // (POSIX locks are per process), and the next process to open it would truncate
         // the shared-memory file under the module's mapping (SIGBUS).
         ["query", file, sql] => {
@@ -188,11 +188,102 @@ fn main() {
             let text: String = conn.query_row(sql, [], |row| row.get(0)).unwrap();
             println!("{text}");
         }
+        ["exec", file, sql] => {
+            let changed = rusqlite::Connection::open(file)
+                .unwrap()
+                .execute(sql, [])
+                .unwrap();
+            println!("{changed}");
+        }
+        ["set-stored", file, label, kind, hex] => {
+            set_stored(
+                file,
+                label,
+                kind.parse().unwrap(),
+                &hex::decode(hex).unwrap(),
+            );
+            println!("set");
+        }
+        ["bulk-fill", file, prefix, count] => {
+            bulk_fill(file, prefix, count.parse().unwrap());
+            println!("filled {count}");
+        }
         _ => {
-            eprintln!("usage: kf-worker create TOKEN PREFIX COUNT | list TOKEN data|keys | login TOKEN | so-login TOKEN | flags TOKEN | timing TOKEN LABEL | slots | token-info SLOT_ID | encrypt TOKEN | set-encrypt TOKEN LABEL true|false | destroy TOKEN LABEL | query FILE SQL");
+            eprintln!("usage: kf-worker create TOKEN PREFIX COUNT | list TOKEN data|keys | login TOKEN | so-login TOKEN | flags TOKEN | timing TOKEN LABEL | slots | token-info SLOT_ID | encrypt TOKEN | set-encrypt TOKEN LABEL true|false | destroy TOKEN LABEL | query FILE SQL | exec FILE SQL | set-stored FILE LABEL CKA HEX | bulk-fill FILE PREFIX COUNT");
             std::process::exit(2);
         }
     }
+}
+
+/// Sets one stored attribute of the object labelled `label` straight in its row, as
+/// someone with the sqlite3 CLI would.
+fn set_stored(file: &str, label: &str, kind: pkcs11_sys::CK_ATTRIBUTE_TYPE, value: &[u8]) {
+    use keyferry_core::token::attr::{self, Value};
+    let conn = rusqlite::Connection::open(file).unwrap();
+    let stored: Vec<u8> = conn
+        .query_row(
+            "SELECT attrs FROM objects WHERE label = ?1",
+            [label.as_bytes()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let mut attributes = attr::decode(&stored).expect("a readable row");
+    attributes
+        .iter_mut()
+        .find(|a| a.kind == kind)
+        .expect("the attribute is stored")
+        .value = Value::bytes(value.to_vec());
+    let changed = conn
+        .execute(
+            "UPDATE objects SET attrs = ?1 WHERE label = ?2",
+            rusqlite::params![attr::encode(&attributes), label.as_bytes()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
+/// Adds `count` public data objects labelled `obj-N` to a token file in one transaction,
+/// row for row as keyferry stores them (creating them one call at a time would take
+/// minutes); their unique ids start with `prefix`.
+fn bulk_fill(file: &str, prefix: &str, count: usize) {
+    use keyferry_core::token::attr::{self, Value};
+    use pkcs11_sys::{
+        CKA_CLASS, CKA_COPYABLE, CKA_DESTROYABLE, CKA_LABEL, CKA_MODIFIABLE, CKA_PRIVATE,
+        CKA_TOKEN, CKA_UNIQUE_ID, CKO_DATA,
+    };
+    let mut conn = rusqlite::Connection::open(file).unwrap();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare("INSERT INTO objects (unique_id, class, label, ckid, private, attrs, sealed) VALUES (?1, 0, ?2, x'', 0, ?3, NULL)")
+            .unwrap();
+        for index in 0..count {
+            let label = format!("obj-{index}");
+            let unique_id = format!("bulk-{prefix}-{index}");
+            let row = [
+                (CKA_CLASS, Value::ulong(CKO_DATA)),
+                (CKA_TOKEN, Value::bool(true)),
+                (CKA_PRIVATE, Value::bool(false)),
+                (CKA_MODIFIABLE, Value::bool(true)),
+                (CKA_COPYABLE, Value::bool(true)),
+                (CKA_DESTROYABLE, Value::bool(true)),
+                (CKA_LABEL, Value::bytes(label.clone().into_bytes())),
+                (CKA_UNIQUE_ID, Value::bytes(unique_id.clone().into_bytes())),
+            ];
+            let attributes: Vec<_> = row
+                .into_iter()
+                .map(|(kind, value)| attr::Attribute::new(kind, value))
+                .collect();
+            insert
+                .execute(rusqlite::params![
+                    unique_id,
+                    label.as_bytes(),
+                    attr::encode(&attributes)
+                ])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
 }
 
 /// A logged-in read/write session on `token` and its secret key labelled `label`.
