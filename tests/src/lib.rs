@@ -90,13 +90,21 @@ pub fn keyferry_build() -> PathBuf {
 
 /// The test environment: a private directory with keyferry.toml (cheap KDF: tests log in
 /// thousands of times) and a SoftHSMv2 config made by softhsm-config/make-softhsm-tokens.
-/// Set once, before either module is loaded.
+/// Set once, before either module is loaded. It stays after the run, for a look at a
+/// failure's tokens, under the target directory's `tmp` (which `scripts/test` empties
+/// before its run), not in the system's temporary directory, where every run's would
+/// pile up.
 pub fn environment() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        let parent = keyferry_build()
+            .parent()
+            .expect("the target directory")
+            .join("tmp");
+        std::fs::create_dir_all(&parent).expect("the target directory's tmp");
         let dir = tempfile::Builder::new()
             .prefix("keyferry-tests.")
-            .tempdir()
+            .tempdir_in(&parent)
             .expect("temp dir")
             .keep();
         let keyferry_conf = dir.join("keyferry.toml");
