@@ -107,8 +107,10 @@ fn is_domain_clone(link: &Link) -> bool {
     link.transport.agreement == KekAgreement::Domain
 }
 
-/// Keys the source may wrap ahead of the destination's unwraps.
-const WRAPPED_AHEAD: usize = 32;
+/// Batches of wrapped keys the source may run ahead of the destination's unwraps by. The
+/// keys go over in batches of `BATCH` for the same reason outcomes do: one hand-over per
+/// key woke a thread per key, 25 ms per 1 000 keys of the key loop waiting in `recv`.
+const WRAPPED_AHEAD: usize = 2;
 
 /// Whether `entry` is wrapped ahead, on a source session of its own: it moves under the
 /// link's transport key (not by RSA-OAEP straight to the destination's key).
@@ -210,17 +212,26 @@ pub fn execute(
         let domain_clone = link.as_ref().is_some_and(is_domain_clone);
         if let Some((wrapper, other)) = feeder {
             scope.spawn(move || {
+                let mut batch = Vec::with_capacity(BATCH);
                 for entry in plan.entries.iter().filter(|entry| wrapped_ahead(entry)) {
                     // Its template too: building it is work the key loop need not wait for.
                     let template = template_for(entry, domain_clone, &plan.destination_profile);
                     let blob = wrapper.wrap(&other, entry.object.handle);
-                    if wrapped.send(Wrapped { template, blob }).is_err() {
+                    batch.push(Wrapped { template, blob });
+                    if batch.len() == BATCH
+                        && wrapped
+                            .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                            .is_err()
+                    {
                         // The run stopped: the keys wrapped ahead are not needed.
-                        break;
+                        return;
                     }
                 }
+                // Fails only if the run stopped.
+                let _ = wrapped.send(batch);
             });
         }
+        let mut ready = Vec::new().into_iter();
         let mut stop = false;
         let mut batch = Vec::with_capacity(BATCH);
         for entry in &plan.entries {
@@ -231,7 +242,12 @@ pub fn execute(
                 Action::Move | Action::Copy => {
                     // None if the feeder is gone (it stops only when this loop does).
                     let blob = (feeding && wrapped_ahead(entry))
-                        .then(|| blobs.recv().ok())
+                        .then(|| {
+                            ready.next().or_else(|| {
+                                ready = blobs.recv().ok()?.into_iter();
+                                ready.next()
+                            })
+                        })
                         .flatten();
                     let (reached, result) = carry(
                         source,
