@@ -313,8 +313,9 @@ impl Books<'_> {
             for (outcome, entry) in batch.into_iter().zip(entries.by_ref()) {
                 reports.push(self.record(entry, outcome)?);
             }
-            // One write each per batch: the lines of a killed run's last batch are lost,
-            // which resume needs none of (see `Journal::group_commit`).
+            // One write each per batch: a killed run loses the lines of the objects whose
+            // batch was not written yet, which resume needs none of (see
+            // `Journal::group_commit`).
             self.journal.flush()?;
             self.audit.flush()?;
         }
