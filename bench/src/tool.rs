@@ -349,7 +349,9 @@ pub fn fill(module: &Path, label: &str, count: usize) -> Result<(), String> {
     for index in 0..count {
         aes_key(&session, true, &format!("key-{index}"))?;
     }
-    Ok(())
+    drop(session);
+    // As an application ends: keyferry closes its token files (see `keyferry migrate`).
+    pkcs11.finalize().map_err(err)
 }
 
 /// An AES-256 KEK with the given value, as a session object.
@@ -467,7 +469,11 @@ pub fn bare(
     if moved != count {
         return Err(format!("moved {moved} keys, expected {count}"));
     }
-    Ok(start.elapsed().as_secs_f64())
+    let seconds = start.elapsed().as_secs_f64();
+    // The process ends as `keyferry migrate` does, so that both pay closing the tokens.
+    drop((source, destination));
+    pkcs11.finalize().map_err(err)?;
+    Ok(seconds)
 }
 
 /// `blobs`: token keys `old-kek-COUNT` and `new-kek-COUNT`, and `count` data keys wrapped
