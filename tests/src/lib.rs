@@ -149,13 +149,20 @@ pub fn pin(text: &str) -> AuthPin {
 
 /// A fresh token with SO_PIN and USER_PIN, made on the module's spare slot; its label is
 /// unique in the process.
-/// The module's uninitialised slot.
+/// The module's uninitialised slot. A slot whose token cannot be read at this instant is
+/// not it: SoftHSMv2 rewrites a token's `token.object` in place at every login, and a
+/// test's CLI process logging in to its own token then fails this process's
+/// `C_GetTokenInfo` on that slot (seen once, in `cli_output`).
 pub fn spare_slot(pkcs11: &Pkcs11) -> Slot {
     pkcs11
         .get_all_slots()
         .unwrap()
         .into_iter()
-        .find(|slot| !pkcs11.get_token_info(*slot).unwrap().token_initialized())
+        .find(|slot| {
+            pkcs11
+                .get_token_info(*slot)
+                .is_ok_and(|info| !info.token_initialized())
+        })
         .expect("a spare slot")
 }
 
@@ -203,7 +210,12 @@ pub fn slot_labelled(pkcs11: &Pkcs11, label: &str) -> Slot {
         .get_slots_with_initialized_token()
         .unwrap()
         .into_iter()
-        .find(|slot| pkcs11.get_token_info(*slot).unwrap().label() == label)
+        // Another test's token may be unreadable for a moment (see `spare_slot`).
+        .find(|slot| {
+            pkcs11
+                .get_token_info(*slot)
+                .is_ok_and(|info| info.label() == label)
+        })
         .unwrap_or_else(|| panic!("no token {label}"))
 }
 
